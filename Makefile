@@ -1,0 +1,41 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+BOOTSTRAP_PYTHON ?= python3.11
+
+# The Dagster instance lives in this folder (it holds dagster.yaml) unless you say otherwise.
+export DAGSTER_HOME ?= $(CURDIR)
+# Models load from local folders shipped in packages: never reach for a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export LANCE_LOG ?= error
+
+.PHONY: install demo ui test search clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	# torch first, from this exact release: other versions pull gigabytes from the network.
+	$(PYTHON) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PYTHON) -m embedding_assets.demo
+
+ui: install
+	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install
+	$(PYTHON) -m pytest
+
+search: install
+	$(PYTHON) -m embedding_assets.search "$(q)"
+
+clean:
+	rm -rf .data storage history schedules logs .logs_queue .nux .telemetry

@@ -1,0 +1,104 @@
+"""The corpus stage: bring one shard of `documents` in line with the source.
+
+Only what changed is written; a document gone from the source becomes a tombstone
+(`deleted = true`) so later stages can remove its vectors. A source that could not be read
+whole never produces deletions.
+"""
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+
+from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
+from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
+from embedding_assets.core.text import content_hash, find_text_problem, normalize_text
+from resources.lance_store import DOCUMENTS_SCHEMA, LanceStore, scan, sql_literal, upsert
+
+WRITE_BATCH_ROWS = 4_096
+
+
+@dataclass
+class CorpusSyncStats:
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    quarantine_reasons: Counter = field(default_factory=Counter)
+    source_complete: bool = True
+
+    @property
+    def live(self) -> int:
+        return self.added + self.changed + self.unchanged
+
+
+def _document_row(document: SourceDocument, normalized: str, shard: str, now: datetime) -> dict:
+    return {
+        "doc_id": document.doc_id,
+        "shard": shard,
+        "modality": "text",
+        "title": document.title,
+        "text": normalized,
+        "image": None,
+        "source_uri": document.source_uri,
+        "content_hash": content_hash(normalized),
+        "updated_at": now,
+        "deleted": False,
+    }
+
+
+def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard: str, now: datetime) -> CorpusSyncStats:
+    table = store.table("documents")
+    existing = {
+        row["doc_id"]: (row["content_hash"], row["title"], row["deleted"])
+        for row in scan(table, f"shard = {sql_literal(shard)}", ["doc_id", "content_hash", "title", "deleted"]).to_pylist()
+    }
+    stats = CorpusSyncStats()
+    seen: set[str] = set()
+    pending: list[dict] = []
+    quarantine: list[QuarantineEntry] = []
+
+    for record in records:
+        if isinstance(record, SourceRejection):
+            quarantine.append(QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri))
+            stats.source_complete &= not record.whole_source
+            continue
+        problem = find_text_problem(record.text)
+        if problem:
+            quarantine.append(QuarantineEntry(record.doc_id, problem.reason, problem.detail, source_uri=record.source_uri))
+            continue
+        seen.add(record.doc_id)
+        row = _document_row(record, normalize_text(record.text), shard, now)
+        previous = existing.get(record.doc_id)
+        if previous is None:
+            stats.added += 1
+        elif previous == (row["content_hash"], row["title"], False):
+            stats.unchanged += 1
+            continue
+        else:
+            stats.changed += 1
+        pending.append(row)
+        if len(pending) >= WRITE_BATCH_ROWS:
+            upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
+            pending.clear()
+    upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
+
+    # A quarantined document keeps no vectors either: it leaves the live set like a deleted one.
+    quarantined_ids = {entry.doc_id for entry in quarantine}
+    gone = [
+        doc_id
+        for doc_id, (_, _, deleted) in existing.items()
+        if not deleted and doc_id not in seen and (stats.source_complete or doc_id in quarantined_ids)
+    ]
+    for start in range(0, len(gone), WRITE_BATCH_ROWS):
+        ids = ", ".join(sql_literal(doc_id) for doc_id in gone[start : start + WRITE_BATCH_ROWS])
+        table.update(where=f"doc_id IN ({ids})", values={"deleted": True, "updated_at": now})
+    stats.deleted = len(gone)
+
+    replace_quarantine(store, "corpus", shard, quarantine, now)
+    stats.quarantined = len(quarantine)
+    stats.quarantine_reasons = Counter(entry.reason for entry in quarantine)
+    return stats

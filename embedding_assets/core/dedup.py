@@ -1,0 +1,212 @@
+"""The dedup stage: MinHash signatures, LSH bands stored as rows, and representatives.
+
+A content hash is its own representative ("self") unless it is a near duplicate
+(estimated Jaccard >= 0.85) of a smaller content hash that is itself a representative:
+a greedy pass in hash order over the near-duplicate graph. The rule depends only on the
+live corpus, never on which shard ran first, so any order of runs gives the same answer.
+Candidates come from a join on `lsh_bands` over the whole corpus; content that has no
+band rows yet (its shard has not been deduplicated) is signed on the fly, so a shard
+never misses a neighbour in a shard that has not run.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from embedding_assets.core.minhash import (
+    BANDS,
+    NEAR_DUPLICATE_JACCARD,
+    MinHasher,
+    band_hashes,
+    estimated_jaccard,
+)
+from resources.lance_store import (
+    LSH_BANDS_SCHEMA,
+    SIGNATURES_SCHEMA,
+    LanceStore,
+    delete_in,
+    fixed_size_lists,
+    scan,
+    scan_in,
+    sql_literal,
+    upsert,
+)
+
+Neighbours = dict[str, list[tuple[str, float]]]
+SIGN_BATCH = 2_048
+
+
+@dataclass
+class DedupStats:
+    documents: int = 0
+    contents_signed: int = 0
+    contents_banded: int = 0
+    self_representatives: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    rows_written: int = 0
+    rows_removed: int = 0
+
+
+def choose_representatives(hashes: Iterable[str], neighbours_of: Callable[[set[str]], Neighbours]) -> dict[str, tuple[str, float]]:
+    """content hash -> (representative hash, Jaccard to it), by the greedy rule in hash order."""
+    graph: Neighbours = {}
+    frontier = set(hashes)
+    while frontier:
+        found = neighbours_of(frontier)
+        for content in frontier:
+            graph[content] = found.get(content, [])
+        frontier = {other for content in frontier for other, _ in graph[content] if other < content and other not in graph}
+    is_self: dict[str, bool] = {}
+    for content in sorted(graph):
+        is_self[content] = not any(is_self[other] for other, _ in graph[content] if other < content)
+    chosen = {}
+    for content in hashes:
+        candidates = [(-jaccard, other) for other, jaccard in graph[content] if other < content and is_self[other]]
+        if is_self[content]:
+            chosen[content] = (content, 1.0)
+        else:
+            best_negative_jaccard, best = min(candidates)
+            chosen[content] = (best, -best_negative_jaccard)
+    return chosen
+
+
+class SignatureIndex:
+    """MinHash signatures and LSH band rows of the live corpus, read and completed on demand."""
+
+    def __init__(self, store: LanceStore, hasher: MinHasher):
+        self.store = store
+        self.hasher = hasher
+        self.documents = store.table("documents")
+        self.signatures = store.table("signatures")
+        self.bands = store.table("lsh_bands")
+        self.live_hashes = set(scan(self.documents, "deleted = false", ["content_hash"]).column("content_hash").to_pylist())
+        self._cache: dict[str, np.ndarray] = {}
+        self.signed = 0
+
+    def texts_of(self, hashes: Iterable[str]) -> dict[str, str]:
+        texts = {}
+        for part in scan_in(self.documents, "content_hash", hashes, ["content_hash", "text"], "deleted = false"):
+            for content, text in zip(part.column("content_hash").to_pylist(), part.column("text").to_pylist()):
+                texts.setdefault(content, text)
+        return texts
+
+    def sign(self, texts: dict[str, str], keep: set[str] = frozenset()) -> dict[str, np.ndarray]:
+        """Signatures of the given contents; those in `keep` stay cached for this run."""
+        ordered = sorted(texts)
+        self.signed += len(ordered)
+        signatures = dict(zip(ordered, self.hasher.signatures([texts[c] for c in ordered])))
+        self._cache.update({c: s for c, s in signatures.items() if c in keep})
+        return signatures
+
+    def complete_bands(self, keep: set[str]) -> int:
+        """Write band rows for every live content that has none; returns how many contents were signed."""
+        banded = set(scan(self.bands, "band = 0", ["content_hash"]).column("content_hash").to_pylist())
+        missing = sorted(self.live_hashes - banded)
+        for start in range(0, len(missing), SIGN_BATCH):
+            signatures = self.sign(self.texts_of(missing[start : start + SIGN_BATCH]), keep)
+            self._write_bands(signatures)
+        return len(missing)
+
+    def _write_bands(self, signatures: dict[str, np.ndarray]) -> None:
+        if not signatures:
+            return
+        contents = list(signatures)
+        keys = band_hashes(np.stack([signatures[c] for c in contents]))
+        rows = {
+            "id": [f"{c}:{band}" for c in contents for band in range(BANDS)],
+            "band": [band for _ in contents for band in range(BANDS)],
+            "band_hash": keys.reshape(-1).tolist(),
+            "content_hash": [c for c in contents for _ in range(BANDS)],
+        }
+        upsert(self.bands, pa.table(rows, schema=LSH_BANDS_SCHEMA), on="id")
+
+    def minhashes(self, hashes: set[str]) -> dict[str, np.ndarray]:
+        found = {c: self._cache[c] for c in hashes if c in self._cache}
+        wanted = hashes - found.keys()
+        for part in scan_in(self.signatures, "content_hash", wanted, ["content_hash", "minhash"]):
+            found.update(zip(part.column("content_hash").to_pylist(), fixed_size_lists(part.column("minhash"))))
+        unsigned = wanted - found.keys()
+        if unsigned:
+            found.update(self.sign(self.texts_of(unsigned)))
+        return found
+
+    def neighbours(self, hashes: set[str]) -> Neighbours:
+        """Live contents with estimated Jaccard >= the threshold, found through shared band keys."""
+        own = defaultdict(set)
+        for part in scan_in(self.bands, "content_hash", hashes, ["band", "band_hash", "content_hash"]):
+            for band, key, content in zip(*(part.column(c).to_pylist() for c in ("band", "band_hash", "content_hash"))):
+                own[(band, key)].add(content)
+        candidates = defaultdict(set)
+        for part in scan_in(self.bands, "band_hash", {key for _, key in own}, ["band", "band_hash", "content_hash"]):
+            for band, key, other in zip(*(part.column(c).to_pylist() for c in ("band", "band_hash", "content_hash"))):
+                for content in own.get((band, key), ()):
+                    if other != content and other in self.live_hashes:
+                        candidates[content].add(other)
+        signatures = self.minhashes(set(candidates) | {o for others in candidates.values() for o in others})
+        result: Neighbours = defaultdict(list)
+        for content, others in candidates.items():
+            for other in sorted(others):
+                jaccard = estimated_jaccard(signatures[content], signatures[other])
+                if jaccard >= NEAR_DUPLICATE_JACCARD:
+                    result[content].append((other, jaccard))
+        return result
+
+    def first_doc_ids(self, hashes: Iterable[str]) -> dict[str, str]:
+        """content hash -> smallest live doc_id holding it, across all shards."""
+        first: dict[str, str] = {}
+        for part in scan_in(self.documents, "content_hash", hashes, ["doc_id", "content_hash"], "deleted = false"):
+            for doc_id, content in zip(part.column("doc_id").to_pylist(), part.column("content_hash").to_pylist()):
+                if content not in first or doc_id < first[content]:
+                    first[content] = doc_id
+        return first
+
+
+def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
+    index = SignatureIndex(store, hasher)
+    in_shard = f"shard = {sql_literal(shard)}"
+    documents = {
+        row["doc_id"]: row["content_hash"]
+        for row in scan(index.documents, f"{in_shard} AND deleted = false", ["doc_id", "content_hash"]).to_pylist()
+    }
+    previous = {
+        row["doc_id"]: row
+        for row in scan(
+            index.signatures, in_shard, ["doc_id", "content_hash", "representative_hash", "dup_kind", "jaccard"]
+        ).to_pylist()
+    }
+    shard_hashes = set(documents.values())
+    stats = DedupStats(documents=len(documents))
+    stats.contents_banded = index.complete_bands(keep=shard_hashes)
+
+    representatives = choose_representatives(shard_hashes, index.neighbours)
+    first_doc = index.first_doc_ids(shard_hashes)
+    rows = []
+    for doc_id, content in sorted(documents.items()):
+        representative, jaccard = representatives[content]
+        kind = "near" if representative != content else ("exact" if first_doc[content] != doc_id else "self")
+        stats.near_duplicates += kind == "near"
+        stats.exact_duplicates += kind == "exact"
+        stats.self_representatives += kind == "self"
+        row = {"doc_id": doc_id, "content_hash": content, "representative_hash": representative, "dup_kind": kind}
+        old = previous.get(doc_id)
+        if old and all(old[k] == v for k, v in row.items()) and abs(old["jaccard"] - jaccard) < 1e-6:
+            continue
+        rows.append({**row, "shard": shard, "jaccard": jaccard})
+
+    signatures = index.minhashes({row["content_hash"] for row in rows})
+    for start in range(0, len(rows), SIGN_BATCH):
+        part = rows[start : start + SIGN_BATCH]
+        for row in part:
+            row["minhash"] = signatures[row["content_hash"]]
+        upsert(index.signatures, pa.Table.from_pylist(part, schema=SIGNATURES_SCHEMA), on="doc_id")
+    stats.rows_written = len(rows)
+    stats.contents_signed = index.signed
+
+    stats.rows_removed = delete_in(index.signatures, "doc_id", previous.keys() - documents.keys(), in_shard)
+    dead_contents = {row["content_hash"] for row in previous.values()} - index.live_hashes
+    delete_in(index.bands, "content_hash", dead_contents)
+    return stats

@@ -1,0 +1,219 @@
+"""What must be true of a version's table before anyone may read it.
+
+Each check returns whether it passed and the figures behind the verdict, so the asset
+checks, the promotion gate and the tests share one implementation.
+"""
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedding_assets.core.embedding_run import expected_window_count
+from embedding_assets.core.index_build import DISTANCE, vector_index_type
+from gpu_ops.registry import ModelSpec
+from resources.lance_store import LanceStore, fixed_size_lists, scan, scan_batches, scan_in, sql_literal
+
+SAMPLE_LIMIT = 10
+NORM_TOLERANCE = 5e-3
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def _sample(values) -> str:
+    values = sorted(values)
+    return ", ".join(values[:SAMPLE_LIMIT]) + (f" … (+{len(values) - SAMPLE_LIMIT})" if len(values) > SAMPLE_LIMIT else "")
+
+
+def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> dict[str, tuple[str, int]]:
+    """doc_id -> (content_hash, window count) for every live document the version must hold.
+
+    Mirrors the embedding stage: a document carries its representative's windows, and what
+    the stage quarantined for this version (with unchanged content) is not expected.
+    """
+    documents = {
+        row["doc_id"]: row["content_hash"]
+        for row in scan(store.table("documents"), "deleted = false", ["doc_id", "content_hash"]).to_pylist()
+    }
+    representative = {
+        row["doc_id"]: row["representative_hash"]
+        for row in scan(store.table("signatures"), None, ["doc_id", "content_hash", "representative_hash"]).to_pylist()
+        if documents.get(row["doc_id"]) == row["content_hash"]
+    }
+    held = {
+        row["doc_id"]
+        for row in scan(
+            store.table("quarantine"), f"stage = 'embed' AND model_version = {sql_literal(spec.key)}", ["doc_id", "content_hash"]
+        ).to_pylist()
+        if documents.get(row["doc_id"]) == row["content_hash"]
+    }
+    sources = {doc_id: representative.get(doc_id, content) for doc_id, content in documents.items()}
+    windows: dict[str, int] = {}
+    for part in scan_in(store.table("documents"), "content_hash", set(sources.values()), ["content_hash", "text"], "deleted = false"):
+        texts = dict(zip(part.column("content_hash").to_pylist(), part.column("text").to_pylist()))
+        ordered = sorted(texts.keys() - windows.keys())
+        for content, spans in zip(ordered, token_spans([texts[c] for c in ordered])):
+            windows[content] = expected_window_count(len(spans), spec)
+    return {
+        doc_id: (documents[doc_id], windows[source])
+        for doc_id, source in sources.items()
+        if doc_id not in held and source in windows
+    }
+
+
+def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcome:
+    expected = expected_rows(store, spec, token_spans)
+    table = store.open_embeddings_table(spec.key)
+    rows = scan(table, None, ["id", "doc_id", "content_hash"])
+    ids = Counter(rows.column("id").to_pylist())
+    duplicates = {row_id for row_id, count in ids.items() if count > 1}
+    per_document: Counter = Counter()
+    stale = set()
+    for doc_id, content in zip(rows.column("doc_id").to_pylist(), rows.column("content_hash").to_pylist()):
+        per_document[doc_id] += 1
+        if doc_id in expected and expected[doc_id][0] != content:
+            stale.add(doc_id)
+    orphans = per_document.keys() - expected.keys()
+    missing = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] < windows}
+    extra = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] > windows}
+    expected_total = sum(windows for _, windows in expected.values())
+    passed = not (duplicates or orphans or missing or extra or stale)
+    return CheckOutcome(
+        passed,
+        "every live document has its rows, with no orphan, stale or duplicate row"
+        if passed
+        else f"{len(missing)} incomplete, {len(orphans)} orphaned, {len(stale)} stale, {len(duplicates)} duplicated",
+        {
+            "expected_documents": len(expected),
+            "expected_rows": expected_total,
+            "rows": rows.num_rows,
+            "missing_documents": len(missing),
+            "orphan_documents": len(orphans),
+            "stale_documents": len(stale),
+            "documents_with_extra_rows": len(extra),
+            "duplicate_ids": len(duplicates),
+            "examples": _sample(missing | orphans | stale | extra | duplicates) or "none",
+        },
+    )
+
+
+def single_model_version(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
+    table = store.open_embeddings_table(spec.key)
+    seen = {column: set() for column in ("model_version", "model_id", "dim")}
+    for batch in scan_batches(table, None, list(seen)):
+        for column in seen:
+            seen[column].update(batch.column(column).to_pylist())
+    expected = {"model_version": {spec.key}, "model_id": {spec.model_id}, "dim": {spec.dim}}
+    wrong = {column for column, values in seen.items() if values - expected[column]}
+    return CheckOutcome(
+        not wrong,
+        f"only {spec.key} ({spec.model_id}, {spec.dim}-d) in {table.name}"
+        if not wrong
+        else f"foreign {', '.join(sorted(wrong))} in {table.name}",
+        {
+            "model_versions": ", ".join(sorted(seen["model_version"])) or "none",
+            "model_ids": ", ".join(sorted(seen["model_id"])) or "none",
+            "dims": ", ".join(map(str, sorted(seen["dim"]))) or "none",
+        },
+    )
+
+
+def vector_sanity(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
+    table = store.open_embeddings_table(spec.key)
+    table_dim = table.schema.field("vector").type.list_size
+    rows = non_finite = zero = off_norm = 0
+    norm_min, norm_max, norm_sum = float("inf"), 0.0, 0.0
+    for batch in scan_batches(table, None, ["vector"]):
+        vectors = fixed_size_lists(batch.column("vector"))
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0.0), axis=1)
+        rows += len(vectors)
+        non_finite += int((~finite).sum())
+        zero += int((norms == 0).sum())
+        if spec.normalize:
+            off_norm += int((np.abs(norms - 1.0) > NORM_TOLERANCE)[finite].sum())
+        if len(norms):
+            norm_min, norm_max, norm_sum = min(norm_min, norms.min()), max(norm_max, norms.max()), norm_sum + norms.sum()
+    passed = table_dim == spec.dim and not non_finite and not zero and not off_norm
+    return CheckOutcome(
+        passed,
+        f"{rows:,} vectors of dim {table_dim}: finite, non-zero{', unit norm' if spec.normalize else ''}"
+        if passed
+        else f"dim {table_dim} (registry {spec.dim}), {non_finite} non-finite, {zero} zero, {off_norm} off unit norm",
+        {
+            "rows": rows,
+            "dim": table_dim,
+            "registry_dim": spec.dim,
+            "non_finite_vectors": non_finite,
+            "zero_vectors": zero,
+            "off_unit_norm": off_norm,
+            "norm_min": float(norm_min) if rows else 0.0,
+            "norm_max": float(norm_max),
+            "norm_mean": float(norm_sum / rows) if rows else 0.0,
+        },
+    )
+
+
+def _sample_rows(table, size: int) -> list[str]:
+    """A deterministic sample of row ids: the ids with the smallest sha1."""
+    ids = scan(table, None, ["id"]).column("id").to_pylist()
+    return sorted(ids, key=lambda row_id: hashlib.sha1(row_id.encode()).digest())[:size]
+
+
+def ann_recall(store: LanceStore, spec: ModelSpec, sample_size: int = 200, k: int = 10, minimum: float = 0.95) -> CheckOutcome:
+    table = store.open_embeddings_table(spec.key)
+    index = vector_index_type(table)
+    if index is None:
+        return CheckOutcome(
+            True,
+            "no ANN index: every search is exact, so there is no approximation to measure",
+            {"search_mode": "exact", "measured": False, "rows": table.count_rows()},
+        )
+    queries = [
+        vector
+        for part in scan_in(table, "id", _sample_rows(table, sample_size), ["vector"])
+        for vector in fixed_size_lists(part.column("vector"))
+    ]
+    recalls, latencies = [], []
+    for vector in queries:
+        started = time.perf_counter()
+        approximate = table.search(vector).distance_type(DISTANCE).select(["id"]).limit(k).to_arrow()
+        latencies.append(time.perf_counter() - started)
+        exact = table.search(vector).distance_type(DISTANCE).bypass_vector_index().select(["id"]).limit(k).to_arrow()
+        truth = set(exact.column("id").to_pylist())
+        recalls.append(len(truth & set(approximate.column("id").to_pylist())) / max(1, len(truth)))
+    recall = float(np.mean(recalls)) if recalls else 0.0
+    return CheckOutcome(
+        recall >= minimum,
+        f"ANN recall@{k} {recall:.3f} on {len(queries)} stored vectors (minimum {minimum})",
+        {
+            "search_mode": f"ANN ({index})",
+            "measured": True,
+            f"recall_at_{k}": recall,
+            "minimum": minimum,
+            "queries": len(queries),
+            "latency_p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else 0.0,
+            "latency_p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies else 0.0,
+        },
+    )
+
+
+def quarantine_report(store: LanceStore, model_version: str) -> CheckOutcome:
+    rows = scan(
+        store.table("quarantine"),
+        f"stage = 'corpus' OR model_version = {sql_literal(model_version)}",
+        ["stage", "reason"],
+    ).to_pylist()
+    by_reason = Counter(f"{row['stage']}/{row['reason']}" for row in rows)
+    return CheckOutcome(
+        not rows,
+        "nothing in quarantine" if not rows else f"{len(rows)} input(s) in quarantine",
+        {"quarantined": len(rows), **{f"quarantined {key}": count for key, count in sorted(by_reason.items())}},
+    )

@@ -1,0 +1,144 @@
+"""Reading a corpus source into documents, one shard at a time.
+
+A source is the embedded Python documentation (`stdlib`), a directory of `.txt`/`.md`
+files, a JSONL file, or a Parquet file. Records that cannot become documents are yielded
+as rejections with a reason, never dropped silently. A rejection with `whole_source=False`
+concerns one record; `True` means part of the source could not be read at all, so the
+corpus stage must not treat absent documents as deleted.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedding_assets.core.stdlib_corpus import SOURCE_URI as STDLIB_SOURCE_URI
+from embedding_assets.core.stdlib_corpus import stdlib_corpus_path
+from partitions import shard_of
+
+TEXT_FILE_SUFFIXES = (".txt", ".md")
+REQUIRED_COLUMNS = ("id", "text")
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    doc_id: str
+    text: str
+    title: str | None
+    source_uri: str
+
+
+@dataclass(frozen=True)
+class SourceRejection:
+    doc_id: str
+    reason: str
+    detail: str
+    source_uri: str
+    whole_source: bool = False
+
+
+SourceRecord = SourceDocument | SourceRejection
+
+
+def describe_source(uri: str) -> str:
+    return STDLIB_SOURCE_URI if uri == "stdlib" else uri
+
+
+def iter_source(uri: str, cache_dir: Path, shard: str | None = None) -> Iterator[SourceRecord]:
+    """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None)."""
+    if uri == "stdlib":
+        records = _iter_parquet(stdlib_corpus_path(cache_dir), STDLIB_SOURCE_URI)
+    else:
+        path = Path(uri)
+        if path.is_dir():
+            records = _iter_directory(path, shard)
+        elif path.suffix == ".jsonl":
+            records = _iter_jsonl(path)
+        elif path.suffix == ".parquet":
+            records = _iter_parquet(path, str(path))
+        elif not path.exists():
+            raise FileNotFoundError(f"CORPUS_URI {uri!r} does not exist")
+        else:
+            raise ValueError(f"CORPUS_URI {uri!r}: expected a directory, a .jsonl or a .parquet file, or 'stdlib'")
+    for record in records:
+        if shard is None or shard_of(record.doc_id) == shard:
+            yield record
+
+
+def _decode(data: bytes, doc_id: str, source_uri: str) -> SourceRecord:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return SourceRejection(doc_id, "invalid_utf8", f"byte {error.start}: {error.reason}", source_uri)
+    return SourceDocument(doc_id, text, Path(doc_id).stem, source_uri)
+
+
+def _iter_directory(root: Path, shard: str | None) -> Iterator[SourceRecord]:
+    for path in sorted(p for p in root.rglob("*") if p.suffix in TEXT_FILE_SUFFIXES and p.is_file()):
+        doc_id = path.relative_to(root).as_posix()
+        if shard is None or shard_of(doc_id) == shard:
+            yield _decode(path.read_bytes(), doc_id, str(path))
+
+
+def _iter_jsonl(path: Path) -> Iterator[SourceRecord]:
+    first_line_of: dict[str, int] = {}
+    with path.open("rb") as lines:
+        for number, raw_line in enumerate(lines, start=1):
+            where = f"{path}:{number}"
+            line_id = f"{path.name}:line-{number}"
+            if not raw_line.strip():
+                continue
+            try:
+                record = json.loads(raw_line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                yield SourceRejection(line_id, "malformed_json", str(error), where)
+                continue
+            if not isinstance(record, dict):
+                yield SourceRejection(line_id, "malformed_json", f"expected an object, got {type(record).__name__}", where)
+                continue
+            rejection = _record_problem(record.get("id"), record.get("text"), line_id, where, first_line_of, number)
+            if rejection:
+                yield rejection
+                continue
+            doc_id = str(record["id"])
+            title = record.get("title")
+            yield SourceDocument(doc_id, record["text"], str(title) if title is not None else None, where)
+
+
+def _record_problem(doc_id, text, fallback_id: str, where: str, first_line_of: dict[str, int], position: int):
+    if doc_id is None or str(doc_id).strip() == "":
+        return SourceRejection(fallback_id, "missing_id", "the record has no id", where)
+    doc_id = str(doc_id)
+    if doc_id in first_line_of:
+        return SourceRejection(
+            doc_id, "duplicate_id", f"id already used by record {first_line_of[doc_id]}; the first one is kept", where
+        )
+    first_line_of[doc_id] = position
+    if not isinstance(text, str):
+        return SourceRejection(doc_id, "missing_text", f"text is {type(text).__name__}, expected a string", where)
+    return None
+
+
+def _iter_parquet(path: Path, source_uri: str) -> Iterator[SourceRecord]:
+    parquet = pq.ParquetFile(path)
+    missing = [column for column in REQUIRED_COLUMNS if column not in parquet.schema_arrow.names]
+    if missing:
+        yield SourceRejection(
+            path.name, "missing_columns", f"{path} lacks column(s) {', '.join(missing)}", source_uri, whole_source=True
+        )
+        return
+    columns = [*REQUIRED_COLUMNS, *(["title"] if "title" in parquet.schema_arrow.names else [])]
+    first_row_of: dict[str, int] = {}
+    position = 0
+    for batch in parquet.iter_batches(columns=columns, batch_size=4096):
+        ids = pc.cast(batch.column("id"), "string").to_pylist()
+        texts = batch.column("text").to_pylist()
+        titles = batch.column("title").to_pylist() if "title" in columns else [None] * len(ids)
+        for doc_id, text, title in zip(ids, texts, titles):
+            position += 1
+            where = f"{source_uri}#row-{position}"
+            rejection = _record_problem(doc_id, text, f"{path.name}:row-{position}", where, first_row_of, position)
+            yield rejection or SourceDocument(doc_id, text, title, source_uri)

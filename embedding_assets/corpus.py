@@ -1,0 +1,35 @@
+from datetime import datetime, timezone
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from embedding_assets.core.corpus_sync import sync_corpus_shard
+from partitions import shard_partitions
+from resources.corpus_source import CorpusSourceResource
+from resources.lance_store import LanceDBResource
+
+
+@asset(partitions_def=shard_partitions, group_name="corpus", kinds={"lancedb"})
+def corpus(context: AssetExecutionContext, corpus_source: CorpusSourceResource, lancedb: LanceDBResource) -> MaterializeResult:
+    """The shard's documents, normalized and content-hashed; what left the source is marked deleted."""
+    shard = context.partition_key
+    stats = sync_corpus_shard(lancedb.store(), corpus_source.read(shard), shard, datetime.now(timezone.utc))
+    if not stats.source_complete:
+        context.log.warning(f"part of {corpus_source.describe()} could not be read: no document was marked deleted")
+    context.log.info(
+        f"shard {shard}: {stats.live} documents (+{stats.added} ~{stats.changed} -{stats.deleted}), "
+        f"{stats.quarantined} quarantined"
+    )
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": stats.live,
+            "added": stats.added,
+            "changed": stats.changed,
+            "deleted": stats.deleted,
+            "unchanged": stats.unchanged,
+            "quarantined": stats.quarantined,
+            "quarantine_reasons": dict(stats.quarantine_reasons),
+            "source": corpus_source.describe(),
+            "source_complete": stats.source_complete,
+            "table_uri": f"{lancedb.uri}/documents.lance",
+        }
+    )

@@ -1,0 +1,36 @@
+from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, asset
+
+from embedding_assets.core.dedup import dedup_shard
+from embedding_assets.core.minhash import BANDS, NEAR_DUPLICATE_JACCARD, NUM_PERM, ROWS_PER_BAND, MinHasher
+from embedding_assets.corpus import corpus
+from partitions import shard_partitions
+from resources.lance_store import LanceDBResource
+
+
+@asset(
+    partitions_def=shard_partitions,
+    group_name="dedup",
+    kinds={"lancedb"},
+    # Near duplicates are looked for across the whole corpus, so every corpus shard feeds every dedup shard.
+    deps=[AssetDep(corpus, partition_mapping=AllPartitionMapping())],
+)
+def dedup_signatures(context: AssetExecutionContext, lancedb: LanceDBResource) -> MaterializeResult:
+    """MinHash signatures, LSH band rows and the representative of every document in the shard."""
+    stats = dedup_shard(lancedb.store(), context.partition_key, MinHasher())
+    context.log.info(
+        f"shard {context.partition_key}: {stats.self_representatives} representatives, "
+        f"{stats.exact_duplicates} exact and {stats.near_duplicates} near duplicates"
+    )
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": stats.documents,
+            "representatives": stats.self_representatives,
+            "exact_duplicates": stats.exact_duplicates,
+            "near_duplicates": stats.near_duplicates,
+            "contents_signed": stats.contents_signed,
+            "contents_banded": stats.contents_banded,
+            "rows_written": stats.rows_written,
+            "rows_removed": stats.rows_removed,
+            "minhash": f"{NUM_PERM} permutations, char 3-grams, LSH {BANDS}x{ROWS_PER_BAND}, J >= {NEAR_DUPLICATE_JACCARD}",
+        }
+    )

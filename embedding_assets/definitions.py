@@ -1,0 +1,60 @@
+"""The one `Definitions` of the project.
+
+Resources are picked by deployment, as in Dagster's project_fully_featured: `local` (the
+default) reads plain environment variables with laptop defaults; `prod` takes every setting
+from `EnvVar`, so nothing is baked into code.
+"""
+
+import os
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+
+from embedding_assets.checks import index_checks
+from embedding_assets.corpus import corpus
+from embedding_assets.dedup import dedup_signatures
+from embedding_assets.embeddings import embeddings
+from embedding_assets.index import lance_index, live_index
+from resources.corpus_source import CorpusSourceResource
+from resources.lance_store import LanceDBResource
+from resources.model_registry import ModelRegistryResource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("EMBEDDINGS_DATA_DIR", PROJECT_ROOT / ".data"))
+
+
+def _local_path(value: str) -> str:
+    """Paths given relative to where the command runs; `stdlib` and URIs pass through."""
+    return value if value == "stdlib" or "://" in value else os.path.abspath(value)
+
+
+resources_by_deployment = {
+    "local": {
+        "lancedb": LanceDBResource(uri=_local_path(os.environ.get("EMBEDDINGS_URI", str(DATA_DIR / "lance")))),
+        "corpus_source": CorpusSourceResource(
+            uri=_local_path(os.environ.get("CORPUS_URI", "stdlib")), cache_dir=str(DATA_DIR / "cache")
+        ),
+        "model_registry": ModelRegistryResource(
+            registry_path=_local_path(os.environ.get("MODEL_REGISTRY", str(PROJECT_ROOT / "models.yaml"))),
+            device=os.environ.get("EMBEDDING_DEVICE", "auto"),
+        ),
+    },
+    "prod": {
+        "lancedb": LanceDBResource(uri=EnvVar("EMBEDDINGS_URI")),
+        "corpus_source": CorpusSourceResource(uri=EnvVar("CORPUS_URI"), cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR")),
+        "model_registry": ModelRegistryResource(registry_path=EnvVar("MODEL_REGISTRY"), device=EnvVar("EMBEDDING_DEVICE")),
+    },
+}
+
+corpus_job = define_asset_job("corpus_job", selection=AssetSelection.assets(corpus))
+dedup_job = define_asset_job("dedup_job", selection=AssetSelection.assets(dedup_signatures))
+embed_job = define_asset_job("embed_job", selection=AssetSelection.assets(embeddings))
+index_job = define_asset_job("index_job", selection=AssetSelection.assets(lance_index))
+live_index_job = define_asset_job("live_index_job", selection=AssetSelection.assets(live_index))
+
+defs = Definitions(
+    assets=[corpus, dedup_signatures, embeddings, lance_index, live_index],
+    asset_checks=index_checks,
+    jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job],
+    resources=resources_by_deployment[os.environ.get("DAGSTER_DEPLOYMENT", "local")],
+)

@@ -1,0 +1,67 @@
+from datetime import datetime, timezone
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from embedding_assets.core.embedding_run import Progress, embed_shard
+from embedding_assets.dedup import dedup_signatures
+from partitions import embedding_partitions
+from resources.lance_store import LanceDBResource, embeddings_table_name
+from resources.model_registry import ModelRegistryResource
+
+
+def _log_progress(context: AssetExecutionContext, model_version: str):
+    def log(progress: Progress) -> None:
+        context.log.info(
+            f"{model_version} shard {progress.shard}: {progress.documents_done}/{progress.documents_total} documents, "
+            f"{progress.docs_per_second:.1f} docs/s, ETA {progress.eta_seconds:.0f}s"
+        )
+
+    return log
+
+
+@asset(partitions_def=embedding_partitions, group_name="embeddings", kinds={"lancedb", "pytorch"}, deps=[dedup_signatures])
+def embeddings(context: AssetExecutionContext, lancedb: LanceDBResource, model_registry: ModelRegistryResource) -> MaterializeResult:
+    """Vectors of the shard's documents for one model version; only unseen content reaches the model."""
+    keys = context.partition_key.keys_by_dimension
+    model_version, shard = keys["model_version"], keys["shard"]
+    spec = model_registry.spec(model_version)
+    store = lancedb.store()
+    stats = embed_shard(
+        store,
+        spec,
+        lambda: model_registry.encoder(spec),
+        shard,
+        lambda: datetime.now(timezone.utc),
+        _log_progress(context, model_version),
+    )
+    if stats.undeduplicated:
+        context.log.warning(f"{stats.undeduplicated} documents had no current signature: materialize dedup_signatures")
+    context.log.info(
+        f"{model_version} shard {shard}: {stats.model_calls} model calls, {stats.vectors_written} vectors written, "
+        f"{stats.up_to_date} up to date, {stats.quarantined} quarantined"
+    )
+    table = store.open_embeddings_table(model_version)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": stats.documents,
+            "model_calls": stats.model_calls,
+            "windows_encoded": stats.windows_encoded,
+            "batches": stats.batches,
+            "tokens": stats.tokens,
+            "vectors_written": stats.vectors_written,
+            "documents_written": stats.documents_written,
+            "up_to_date": stats.up_to_date,
+            "reused_cache": stats.reused["cache"],
+            "reused_exact_dup": stats.reused["exact_dup"],
+            "reused_near_dup": stats.reused["near_dup"],
+            "rows_deleted": stats.rows_deleted,
+            "quarantined": stats.quarantined,
+            "quarantine_reasons": dict(stats.quarantine_reasons),
+            "docs_per_second": round(stats.docs_per_second, 1),
+            "wall_seconds": round(stats.seconds, 2),
+            "device": f"{stats.encoder.device} ({stats.encoder.dtype})" if stats.encoder else "not loaded",
+            "oom_backoffs": stats.encoder.backoffs if stats.encoder else 0,
+            "table": embeddings_table_name(model_version),
+            "table_version": table.version,
+        }
+    )

@@ -1,0 +1,199 @@
+"""Where every table of the pipeline lives: one LanceDB database (a directory or `s3://` URI).
+
+`LanceStore` is plain code, used by the library modules and tests; `LanceDBResource` hands a
+store to assets. Table schemas follow DESIGN.md.
+"""
+
+from collections.abc import Iterable, Iterator
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from dagster import ConfigurableResource
+
+from embedding_assets.core.minhash import NUM_PERM
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("modality", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("image", pa.binary()),
+        ("source_uri", pa.string()),
+        ("content_hash", pa.string()),
+        ("updated_at", TIMESTAMP),
+        ("deleted", pa.bool_()),
+    ]
+)
+SIGNATURES_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("content_hash", pa.string()),
+        ("minhash", pa.list_(pa.uint32(), NUM_PERM)),
+        ("representative_hash", pa.string()),
+        ("dup_kind", pa.string()),
+        ("jaccard", pa.float32()),
+    ]
+)
+LSH_BANDS_SCHEMA = pa.schema(
+    [("id", pa.string()), ("band", pa.int32()), ("band_hash", pa.int64()), ("content_hash", pa.string())]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("stage", pa.string()),
+        ("model_version", pa.string()),
+        ("content_hash", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("source_uri", pa.string()),
+        ("seen_at", TIMESTAMP),
+    ]
+)
+ALIASES_SCHEMA = pa.schema(
+    [
+        ("alias", pa.string()),
+        ("model_version", pa.string()),
+        ("table", pa.string()),
+        ("table_version", pa.int64()),
+        ("switched_at", TIMESTAMP),
+        ("switched_by", pa.string()),
+    ]
+)
+FIXED_SCHEMAS = {
+    "documents": DOCUMENTS_SCHEMA,
+    "signatures": SIGNATURES_SCHEMA,
+    "lsh_bands": LSH_BANDS_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+    "aliases": ALIASES_SCHEMA,
+}
+# Values per `IN (...)` filter: keeps SQL strings and plans small on large shards.
+IN_LIST_SIZE = 1_000
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("doc_id", pa.string()),
+            ("chunk", pa.int32()),
+            ("shard", pa.string()),
+            ("content_hash", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+            ("model_id", pa.string()),
+            ("model_version", pa.string()),
+            ("dim", pa.int32()),
+            ("generated_at", TIMESTAMP),
+            ("origin", pa.string()),
+            ("origin_hash", pa.string()),
+        ]
+    )
+
+
+def embeddings_table_name(model_version: str) -> str:
+    return f"embeddings__{model_version}"
+
+
+def sql_literal(value: str | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: Iterable[str | int]) -> str:
+    return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
+
+
+class LanceStore:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
+        self.uri = uri
+        self.storage_options = storage_options or {}
+        self._db = None
+
+    @property
+    def db(self):
+        if self._db is None:
+            self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
+        return self._db
+
+    def table_names(self) -> list[str]:
+        return list(self.db.list_tables().tables)
+
+    def table(self, name: str):
+        """A fixed table of the pipeline, created empty on first use."""
+        return self.db.create_table(name, schema=FIXED_SCHEMAS[name], exist_ok=True)
+
+    def embeddings_table(self, model_version: str, dim: int):
+        return self.db.create_table(embeddings_table_name(model_version), schema=embeddings_schema(dim), exist_ok=True)
+
+    def open_embeddings_table(self, model_version: str):
+        return self.db.open_table(embeddings_table_name(model_version))
+
+    def has_table(self, name: str) -> bool:
+        return name in self.table_names()
+
+
+def fixed_size_lists(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column (vectors, signatures) as one (rows, width) numpy array, without copies per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
+def scan(table, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
+    query = table.search()
+    if where:
+        query = query.where(where)
+    if columns:
+        query = query.select(columns)
+    return query.limit(None).to_arrow()
+
+
+def scan_batches(table, where: str | None = None, columns: list[str] | None = None, batch_size: int = 8192):
+    query = table.search()
+    if where:
+        query = query.where(where)
+    if columns:
+        query = query.select(columns)
+    return query.limit(None).to_batches(batch_size)
+
+
+def scan_in(
+    table, column: str, values: Iterable[str | int], columns: list[str] | None = None, where: str | None = None
+) -> Iterator[pa.Table]:
+    """Rows whose `column` is one of `values`, one Arrow table per IN_LIST_SIZE values."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), IN_LIST_SIZE):
+        condition = sql_in(column, ordered[start : start + IN_LIST_SIZE])
+        yield scan(table, f"({condition}) AND ({where})" if where else condition, columns)
+
+
+def upsert(table, rows: pa.Table, on: str) -> None:
+    if rows.num_rows:
+        table.merge_insert(on).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+
+def delete_in(table, column: str, values: Iterable[str], where: str | None = None) -> int:
+    ordered = sorted(set(values))
+    deleted = 0
+    for start in range(0, len(ordered), IN_LIST_SIZE):
+        condition = sql_in(column, ordered[start : start + IN_LIST_SIZE])
+        result = table.delete(f"({condition}) AND ({where})" if where else condition)
+        deleted += result.num_deleted_rows
+    return deleted
+
+
+class LanceDBResource(ConfigurableResource):
+    """The LanceDB database holding documents, signatures, vectors, quarantine and aliases."""
+
+    uri: str
+
+    def store(self) -> LanceStore:
+        return LanceStore(self.uri)

@@ -1,0 +1,30 @@
+"""The model registry as a resource: specs from `models.yaml`, encoders loaded on demand."""
+
+from pydantic import PrivateAttr
+from dagster import ConfigurableResource
+
+from gpu_ops.encoders import load_encoder
+from gpu_ops.registry import ModelRegistry, ModelSpec, load_registry
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """Which model versions exist, and the loaded encoder of each (one load per run)."""
+
+    registry_path: str
+    device: str = "auto"
+    # 0 picks the device's default (see gpu_ops.encoders.DEFAULT_TOKEN_BUDGETS).
+    token_budget: int = 0
+    max_batch_items: int = 0
+
+    _encoders: dict = PrivateAttr(default_factory=dict)
+
+    def registry(self) -> ModelRegistry:
+        return load_registry(self.registry_path)
+
+    def spec(self, model_version: str) -> ModelSpec:
+        return self.registry().spec(model_version)
+
+    def encoder(self, spec: ModelSpec):
+        if spec not in self._encoders:
+            self._encoders[spec] = load_encoder(spec, self.device, self.token_budget or None, self.max_batch_items or None)
+        return self._encoders[spec]
