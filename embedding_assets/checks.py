@@ -22,7 +22,9 @@ warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions
 
 
 def _result(outcome: CheckOutcome, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
-    return AssetCheckResult(passed=outcome.passed, severity=severity, description=outcome.description, metadata=outcome.metadata)
+    return AssetCheckResult(
+        passed=outcome.passed, severity=severity, description=outcome.description, metadata=outcome.metadata
+    )
 
 
 @asset_check(asset=lance_index, partitions_def=model_version_partitions, blocking=True)

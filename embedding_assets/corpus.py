@@ -9,7 +9,9 @@ from resources.lance_store import LanceDBResource
 
 
 @asset(partitions_def=shard_partitions, group_name="corpus", kinds={"lancedb"})
-def corpus(context: AssetExecutionContext, corpus_source: CorpusSourceResource, lancedb: LanceDBResource) -> MaterializeResult:
+def corpus(
+    context: AssetExecutionContext, corpus_source: CorpusSourceResource, lancedb: LanceDBResource
+) -> MaterializeResult:
     """The shard's documents, normalized and content-hashed; what left the source is marked deleted."""
     shard = context.partition_key
     stats = sync_corpus_shard(lancedb.store(), corpus_source.read(shard), shard, datetime.now(timezone.utc))

@@ -31,6 +31,7 @@ def dedup_signatures(context: AssetExecutionContext, lancedb: LanceDBResource) -
             "contents_banded": stats.contents_banded,
             "rows_written": stats.rows_written,
             "rows_removed": stats.rows_removed,
-            "minhash": f"{NUM_PERM} permutations, char 3-grams, LSH {BANDS}x{ROWS_PER_BAND}, J >= {NEAR_DUPLICATE_JACCARD}",
+            "minhash": f"{NUM_PERM} permutations, char 3-grams, LSH {BANDS}x{ROWS_PER_BAND}",
+            "near_duplicate_jaccard": NEAR_DUPLICATE_JACCARD,
         }
     )

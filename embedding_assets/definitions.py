@@ -42,7 +42,9 @@ resources_by_deployment = {
     "prod": {
         "lancedb": LanceDBResource(uri=EnvVar("EMBEDDINGS_URI")),
         "corpus_source": CorpusSourceResource(uri=EnvVar("CORPUS_URI"), cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR")),
-        "model_registry": ModelRegistryResource(registry_path=EnvVar("MODEL_REGISTRY"), device=EnvVar("EMBEDDING_DEVICE")),
+        "model_registry": ModelRegistryResource(
+            registry_path=EnvVar("MODEL_REGISTRY"), device=EnvVar("EMBEDDING_DEVICE")
+        ),
     },
 }
 
@@ -52,9 +54,15 @@ embed_job = define_asset_job("embed_job", selection=AssetSelection.assets(embedd
 index_job = define_asset_job("index_job", selection=AssetSelection.assets(lance_index))
 live_index_job = define_asset_job("live_index_job", selection=AssetSelection.assets(live_index))
 
-defs = Definitions(
-    assets=[corpus, dedup_signatures, embeddings, lance_index, live_index],
-    asset_checks=index_checks,
-    jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job],
-    resources=resources_by_deployment[os.environ.get("DAGSTER_DEPLOYMENT", "local")],
-)
+
+def build_definitions(resources: dict) -> Definitions:
+    """The project's graph bound to `resources`; tests bind it to temporary folders."""
+    return Definitions(
+        assets=[corpus, dedup_signatures, embeddings, lance_index, live_index],
+        asset_checks=index_checks,
+        jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job],
+        resources=resources,
+    )
+
+
+defs = build_definitions(resources_by_deployment[os.environ.get("DAGSTER_DEPLOYMENT", "local")])

@@ -19,8 +19,12 @@ def _log_progress(context: AssetExecutionContext, model_version: str):
     return log
 
 
-@asset(partitions_def=embedding_partitions, group_name="embeddings", kinds={"lancedb", "pytorch"}, deps=[dedup_signatures])
-def embeddings(context: AssetExecutionContext, lancedb: LanceDBResource, model_registry: ModelRegistryResource) -> MaterializeResult:
+@asset(
+    partitions_def=embedding_partitions, group_name="embeddings", kinds={"lancedb", "pytorch"}, deps=[dedup_signatures]
+)
+def embeddings(
+    context: AssetExecutionContext, lancedb: LanceDBResource, model_registry: ModelRegistryResource
+) -> MaterializeResult:
     """Vectors of the shard's documents for one model version; only unseen content reaches the model."""
     keys = context.partition_key.keys_by_dimension
     model_version, shard = keys["model_version"], keys["shard"]

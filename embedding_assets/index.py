@@ -1,4 +1,5 @@
 from datetime import datetime, timezone
+from typing import Literal
 
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, asset
 
@@ -14,7 +15,7 @@ from resources.model_registry import ModelRegistryResource
 class IndexConfig(Config):
     # Below this many rows exact search beats any ANN index (see benchmarks/), so none is built.
     ann_min_rows: int = 100_000
-    ann_index_type: str = "IVF_HNSW_SQ"
+    ann_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
 
 
 @asset(partitions_def=model_version_partitions, group_name="index", kinds={"lancedb"}, deps=[embeddings])
@@ -41,7 +42,10 @@ class LiveIndexConfig(Config):
 
 @asset(group_name="index", kinds={"lancedb"}, deps=[lance_index])
 def live_index(
-    context: AssetExecutionContext, config: LiveIndexConfig, lancedb: LanceDBResource, model_registry: ModelRegistryResource
+    context: AssetExecutionContext,
+    config: LiveIndexConfig,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
 ) -> MaterializeResult:
     """The `live` alias that readers resolve; it moves only to a complete, sane table."""
     store = lancedb.store()

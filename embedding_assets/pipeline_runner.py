@@ -69,7 +69,11 @@ def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[st
     say(f"corpus: {len(shards)} shards")
     for shard in shards:
         metadata = _metadata(execute("corpus_job", shard), "corpus")
-        _add(report.totals, metadata, {"documents": "dagster/row_count", "corpus_quarantined": "quarantined", "deleted": "deleted"})
+        _add(
+            report.totals,
+            metadata,
+            {"documents": "dagster/row_count", "corpus_quarantined": "quarantined", "deleted": "deleted"},
+        )
     say(f"dedup: {len(shards)} shards")
     for shard in shards:
         metadata = _metadata(execute("dedup_job", shard), "dedup_signatures")

@@ -40,7 +40,9 @@ class EncodedBatch:
 class SentenceTransformerEncoder:
     """A sentence-transformers model loaded from a local folder (or a hub name where a hub is reachable)."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto", token_budget: int | None = None, max_batch_items: int | None = None):
+    def __init__(
+        self, spec: ModelSpec, device: str = "auto", token_budget: int | None = None, max_batch_items: int | None = None
+    ):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
@@ -100,7 +102,9 @@ class SentenceTransformerEncoder:
         return EncodedBatch(vectors, len(batches), sum(lengths))
 
 
-def load_encoder(spec: ModelSpec, device: str = "auto", token_budget: int | None = None, max_batch_items: int | None = None):
+def load_encoder(
+    spec: ModelSpec, device: str = "auto", token_budget: int | None = None, max_batch_items: int | None = None
+):
     if spec.backend == "sentence-transformers":
         return SentenceTransformerEncoder(spec, device, token_budget, max_batch_items)
     raise ValueError(f"model {spec.key}: no encoder for backend {spec.backend!r}")

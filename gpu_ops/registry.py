@@ -31,7 +31,9 @@ class ModelSpec(BaseModel):
     dim: int = Field(gt=0)
     max_tokens: int = Field(gt=8, description="the model window, special tokens included")
     window_overlap: int = Field(default=32, ge=0)
-    max_document_tokens: int | None = Field(default=8192, gt=0, description="longer texts are quarantined; null chunks any length")
+    max_document_tokens: int | None = Field(
+        default=8192, gt=0, description="longer texts are quarantined; null chunks any length"
+    )
     normalize: bool = True
     dtype: Literal["auto", "float32", "float16"] = "auto"
 

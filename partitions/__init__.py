@@ -7,15 +7,18 @@ grows at run time.
 
 import hashlib
 
-from dagster import DynamicPartitionsDefinition, MultiPartitionKey, MultiPartitionsDefinition, StaticPartitionsDefinition
+from dagster import (
+    DynamicPartitionsDefinition,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
+)
 
 SHARD_COUNT = 16
 
 shard_partitions = StaticPartitionsDefinition([f"{index:03d}" for index in range(SHARD_COUNT)])
 model_version_partitions = DynamicPartitionsDefinition(name="model_versions")
-embedding_partitions = MultiPartitionsDefinition(
-    {"model_version": model_version_partitions, "shard": shard_partitions}
-)
+embedding_partitions = MultiPartitionsDefinition({"model_version": model_version_partitions, "shard": shard_partitions})
 
 
 def shard_of(doc_id: str) -> str:

@@ -26,5 +26,7 @@ class ModelRegistryResource(ConfigurableResource):
 
     def encoder(self, spec: ModelSpec):
         if spec not in self._encoders:
-            self._encoders[spec] = load_encoder(spec, self.device, self.token_budget or None, self.max_batch_items or None)
+            self._encoders[spec] = load_encoder(
+                spec, self.device, self.token_budget or None, self.max_batch_items or None
+            )
         return self._encoders[spec]

@@ -54,7 +54,9 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
     table = store.table("documents")
     existing = {
         row["doc_id"]: (row["content_hash"], row["title"], row["deleted"])
-        for row in scan(table, f"shard = {sql_literal(shard)}", ["doc_id", "content_hash", "title", "deleted"]).to_pylist()
+        for row in scan(
+            table, f"shard = {sql_literal(shard)}", ["doc_id", "content_hash", "title", "deleted"]
+        ).to_pylist()
     }
     stats = CorpusSyncStats()
     seen: set[str] = set()
@@ -63,12 +65,16 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
 
     for record in records:
         if isinstance(record, SourceRejection):
-            quarantine.append(QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri))
+            quarantine.append(
+                QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri)
+            )
             stats.source_complete &= not record.whole_source
             continue
         problem = find_text_problem(record.text)
         if problem:
-            quarantine.append(QuarantineEntry(record.doc_id, problem.reason, problem.detail, source_uri=record.source_uri))
+            quarantine.append(
+                QuarantineEntry(record.doc_id, problem.reason, problem.detail, source_uri=record.source_uri)
+            )
             continue
         seen.add(record.doc_id)
         row = _document_row(record, normalize_text(record.text), shard, now)

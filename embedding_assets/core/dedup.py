@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from embedding_assets.core.documents import doc_ids_by_content, live_content_hashes, live_documents, texts_by_content
 from embedding_assets.core.minhash import (
     BANDS,
     NEAR_DUPLICATE_JACCARD,
@@ -51,7 +52,9 @@ class DedupStats:
     rows_removed: int = 0
 
 
-def choose_representatives(hashes: Iterable[str], neighbours_of: Callable[[set[str]], Neighbours]) -> dict[str, tuple[str, float]]:
+def choose_representatives(
+    hashes: Iterable[str], neighbours_of: Callable[[set[str]], Neighbours]
+) -> dict[str, tuple[str, float]]:
     """content hash -> (representative hash, Jaccard to it), by the greedy rule in hash order."""
     graph: Neighbours = {}
     frontier = set(hashes)
@@ -59,7 +62,9 @@ def choose_representatives(hashes: Iterable[str], neighbours_of: Callable[[set[s
         found = neighbours_of(frontier)
         for content in frontier:
             graph[content] = found.get(content, [])
-        frontier = {other for content in frontier for other, _ in graph[content] if other < content and other not in graph}
+        frontier = {
+            other for content in frontier for other, _ in graph[content] if other < content and other not in graph
+        }
     is_self: dict[str, bool] = {}
     for content in sorted(graph):
         is_self[content] = not any(is_self[other] for other, _ in graph[content] if other < content)
@@ -80,19 +85,11 @@ class SignatureIndex:
     def __init__(self, store: LanceStore, hasher: MinHasher):
         self.store = store
         self.hasher = hasher
-        self.documents = store.table("documents")
         self.signatures = store.table("signatures")
         self.bands = store.table("lsh_bands")
-        self.live_hashes = set(scan(self.documents, "deleted = false", ["content_hash"]).column("content_hash").to_pylist())
+        self.live_hashes = live_content_hashes(store)
         self._cache: dict[str, np.ndarray] = {}
         self.signed = 0
-
-    def texts_of(self, hashes: Iterable[str]) -> dict[str, str]:
-        texts = {}
-        for part in scan_in(self.documents, "content_hash", hashes, ["content_hash", "text"], "deleted = false"):
-            for content, text in zip(part.column("content_hash").to_pylist(), part.column("text").to_pylist()):
-                texts.setdefault(content, text)
-        return texts
 
     def sign(self, texts: dict[str, str], keep: set[str] = frozenset()) -> dict[str, np.ndarray]:
         """Signatures of the given contents; those in `keep` stay cached for this run."""
@@ -107,7 +104,7 @@ class SignatureIndex:
         banded = set(scan(self.bands, "band = 0", ["content_hash"]).column("content_hash").to_pylist())
         missing = sorted(self.live_hashes - banded)
         for start in range(0, len(missing), SIGN_BATCH):
-            signatures = self.sign(self.texts_of(missing[start : start + SIGN_BATCH]), keep)
+            signatures = self.sign(texts_by_content(self.store, missing[start : start + SIGN_BATCH]), keep)
             self._write_bands(signatures)
         return len(missing)
 
@@ -131,7 +128,7 @@ class SignatureIndex:
             found.update(zip(part.column("content_hash").to_pylist(), fixed_size_lists(part.column("minhash"))))
         unsigned = wanted - found.keys()
         if unsigned:
-            found.update(self.sign(self.texts_of(unsigned)))
+            found.update(self.sign(texts_by_content(self.store, unsigned)))
         return found
 
     def neighbours(self, hashes: set[str]) -> Neighbours:
@@ -158,20 +155,16 @@ class SignatureIndex:
     def first_doc_ids(self, hashes: Iterable[str]) -> dict[str, str]:
         """content hash -> smallest live doc_id holding it, across all shards."""
         first: dict[str, str] = {}
-        for part in scan_in(self.documents, "content_hash", hashes, ["doc_id", "content_hash"], "deleted = false"):
-            for doc_id, content in zip(part.column("doc_id").to_pylist(), part.column("content_hash").to_pylist()):
-                if content not in first or doc_id < first[content]:
-                    first[content] = doc_id
+        for doc_id, content in doc_ids_by_content(self.store, hashes):
+            if content not in first or doc_id < first[content]:
+                first[content] = doc_id
         return first
 
 
 def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
     index = SignatureIndex(store, hasher)
     in_shard = f"shard = {sql_literal(shard)}"
-    documents = {
-        row["doc_id"]: row["content_hash"]
-        for row in scan(index.documents, f"{in_shard} AND deleted = false", ["doc_id", "content_hash"]).to_pylist()
-    }
+    documents = live_documents(store, shard)
     previous = {
         row["doc_id"]: row
         for row in scan(

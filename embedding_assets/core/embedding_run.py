@@ -9,13 +9,14 @@ and a rerun embeds only what was not committed.
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 
+from embedding_assets.core.documents import iter_texts_by_content, live_documents, texts_by_content
 from embedding_assets.core.quarantine import QuarantineEntry, quarantined, replace_quarantine
 from gpu_ops.registry import ModelSpec
 from gpu_ops.windows import window_count
@@ -80,18 +81,21 @@ def row_id(doc_id: str, chunk: int, chunks: int) -> str:
 
 
 class ShardEmbedder:
-    def __init__(self, store: LanceStore, spec: ModelSpec, load_encoder: Callable, shard: str, now: Callable[[], datetime]):
+    def __init__(
+        self, store: LanceStore, spec: ModelSpec, load_encoder: Callable, shard: str, now: Callable[[], datetime]
+    ):
         self.store = store
         self.spec = spec
         self._load_encoder = load_encoder
         self._encoder = None
         self.shard = shard
         self.now = now
-        self.documents = store.table("documents")
         self.table = store.embeddings_table(spec.key, spec.dim)
         table_dim = self.table.schema.field("vector").type.list_size
         if table_dim != spec.dim:
-            raise ValueError(f"table {self.table.name} holds {table_dim}-d vectors but {spec.key} declares dim {spec.dim}")
+            raise ValueError(
+                f"table {self.table.name} holds {table_dim}-d vectors but {spec.key} declares dim {spec.dim}"
+            )
         self.stats = EmbedStats()
         self.quarantine: list[QuarantineEntry] = []
         self.existing_ids: dict[str, set[str]] = {}
@@ -106,10 +110,7 @@ class ShardEmbedder:
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[PlannedDocument]:
         in_shard = f"shard = {sql_literal(self.shard)}"
-        documents = {
-            row["doc_id"]: row["content_hash"]
-            for row in scan(self.documents, f"{in_shard} AND deleted = false", ["doc_id", "content_hash"]).to_pylist()
-        }
+        documents = live_documents(self.store, self.shard)
         signatures = {
             row["doc_id"]: row
             for row in scan(
@@ -155,11 +156,19 @@ class ShardEmbedder:
         self.quarantine.append(QuarantineEntry(planned.doc_id, reason, detail, planned.content_hash))
 
     # -- writing ----------------------------------------------------------------------------
-    def _write(self, documents: list[PlannedDocument], vectors_of: dict[str, np.ndarray], origin_times: dict[str, datetime], computed: set[str]) -> None:
+    def _write(
+        self,
+        documents: list[PlannedDocument],
+        vectors_of: dict[str, np.ndarray],
+        origin_times: dict[str, datetime],
+        computed: set[str],
+    ) -> None:
         ids, doc_ids, chunks, contents, origins, origin_hashes, generated, blocks = [], [], [], [], [], [], [], []
         for planned in documents:
             vectors = vectors_of[planned.representative_hash]
-            origin = ORIGIN_BY_KIND.get(planned.dup_kind) or ("computed" if planned.representative_hash in computed else "cache")
+            origin = ORIGIN_BY_KIND.get(planned.dup_kind) or (
+                "computed" if planned.representative_hash in computed else "cache"
+            )
             if origin != "computed":
                 self.stats.reused[origin] += 1
             new_ids = [row_id(planned.doc_id, k, len(vectors)) for k in range(len(vectors))]
@@ -204,7 +213,9 @@ class ShardEmbedder:
         by_representative: dict[str, list[PlannedDocument]] = {}
         for planned in todo:
             by_representative.setdefault(planned.representative_hash, []).append(planned)
-        for part in scan_in(self.table, "origin_hash", by_representative, ["doc_id", "chunk", "origin_hash", "vector", "generated_at"]):
+        for part in scan_in(
+            self.table, "origin_hash", by_representative, ["doc_id", "chunk", "origin_hash", "vector", "generated_at"]
+        ):
             found = _complete_vector_sets(part)
             self._write(
                 [p for content in found for p in by_representative.pop(content)],
@@ -215,25 +226,22 @@ class ShardEmbedder:
         return [p for documents in by_representative.values() for p in documents]
 
     # -- encoding ---------------------------------------------------------------------------
-    def texts_of(self, hashes: Iterable[str]) -> dict[str, str]:
-        texts: dict[str, str] = {}
-        for part in scan_in(self.documents, "content_hash", hashes, ["content_hash", "text"], "deleted = false"):
-            for content, text in zip(part.column("content_hash").to_pylist(), part.column("text").to_pylist()):
-                texts.setdefault(content, text)
-        return texts
-
     def encode_missing(self, todo: list[PlannedDocument], progress: Callable[[Progress], None]) -> None:
         by_representative: dict[str, list[PlannedDocument]] = {}
         for planned in todo:
             by_representative.setdefault(planned.representative_hash, []).append(planned)
-        lengths = {content: len(text) for content, text in self.texts_of(by_representative).items()}
+        lengths = {
+            content: len(text)
+            for part in iter_texts_by_content(self.store, by_representative)
+            for content, text in part.items()
+        }
         # A representative that left the corpus since dedup ran: its documents embed their own content.
         orphaned = [p for content in by_representative.keys() - lengths.keys() for p in by_representative.pop(content)]
         for planned in orphaned:
             by_representative.setdefault(planned.content_hash, []).append(
                 replace(planned, representative_hash=planned.content_hash, dup_kind="self")
             )
-        own = self.texts_of({p.content_hash for p in orphaned} - lengths.keys())
+        own = texts_by_content(self.store, {p.content_hash for p in orphaned} - lengths.keys())
         lengths.update({content: len(text) for content, text in own.items()})
         ordered = sorted(lengths, key=lambda content: (lengths[content], content))
         started, total = time.monotonic(), len(todo)
@@ -249,8 +257,10 @@ class ShardEmbedder:
             rate = done / elapsed if elapsed else 0.0
             progress(Progress(self.shard, done, total, rate, (total - done) / rate if rate else 0.0))
 
-    def _encode_group(self, group: list[str], by_representative: dict[str, list[PlannedDocument]]) -> dict[str, np.ndarray]:
-        texts = self.texts_of(group)
+    def _encode_group(
+        self, group: list[str], by_representative: dict[str, list[PlannedDocument]]
+    ) -> dict[str, np.ndarray]:
+        texts = texts_by_content(self.store, group)
         contents = [content for content in group if content in texts]
         spans = self.encoder.token_spans([texts[content] for content in contents])
         windows, counts, owners = [], [], []
@@ -282,7 +292,10 @@ class ShardEmbedder:
         for content, indices in grouped.items():
             block = vectors[indices]
             if block.shape[1] != self.spec.dim:
-                reason, detail = "wrong_dimension", f"the model returned {block.shape[1]}-d vectors, registry dim {self.spec.dim}"
+                reason, detail = (
+                    "wrong_dimension",
+                    f"the model returned {block.shape[1]}-d vectors, registry dim {self.spec.dim}",
+                )
             elif not np.isfinite(block).all():
                 reason, detail = "non_finite_vector", f"{int((~np.isfinite(block)).sum())} NaN or infinite values"
             else:
@@ -304,7 +317,9 @@ def _complete_vector_sets(rows: pa.Table) -> dict[str, tuple[np.ndarray, datetim
     """origin_hash -> (vectors in chunk order, generated_at) from one document's complete set of rows."""
     vectors = fixed_size_lists(rows.column("vector"))
     groups: dict[tuple[str, str], list[int]] = {}
-    for index, (content, doc_id) in enumerate(zip(rows.column("origin_hash").to_pylist(), rows.column("doc_id").to_pylist())):
+    for index, (content, doc_id) in enumerate(
+        zip(rows.column("origin_hash").to_pylist(), rows.column("doc_id").to_pylist())
+    ):
         groups.setdefault((content, doc_id), []).append(index)
     chunks = rows.column("chunk").to_pylist()
     generated = rows.column("generated_at").to_pylist()

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedding_assets.core.documents import iter_texts_by_content, live_documents
 from embedding_assets.core.embedding_run import expected_window_count
-from embedding_assets.core.index_build import DISTANCE, vector_index_type
+from embedding_assets.core.index_build import vector_index_type, vector_query
 from gpu_ops.registry import ModelSpec
 from resources.lance_store import LanceStore, fixed_size_lists, scan, scan_batches, scan_in, sql_literal
 
@@ -29,7 +30,9 @@ class CheckOutcome:
 
 def _sample(values) -> str:
     values = sorted(values)
-    return ", ".join(values[:SAMPLE_LIMIT]) + (f" … (+{len(values) - SAMPLE_LIMIT})" if len(values) > SAMPLE_LIMIT else "")
+    return ", ".join(values[:SAMPLE_LIMIT]) + (
+        f" … (+{len(values) - SAMPLE_LIMIT})" if len(values) > SAMPLE_LIMIT else ""
+    )
 
 
 def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> dict[str, tuple[str, int]]:
@@ -38,10 +41,7 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> dict[str, 
     Mirrors the embedding stage: a document carries its representative's windows, and what
     the stage quarantined for this version (with unchanged content) is not expected.
     """
-    documents = {
-        row["doc_id"]: row["content_hash"]
-        for row in scan(store.table("documents"), "deleted = false", ["doc_id", "content_hash"]).to_pylist()
-    }
+    documents = live_documents(store)
     representative = {
         row["doc_id"]: row["representative_hash"]
         for row in scan(store.table("signatures"), None, ["doc_id", "content_hash", "representative_hash"]).to_pylist()
@@ -50,14 +50,15 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> dict[str, 
     held = {
         row["doc_id"]
         for row in scan(
-            store.table("quarantine"), f"stage = 'embed' AND model_version = {sql_literal(spec.key)}", ["doc_id", "content_hash"]
+            store.table("quarantine"),
+            f"stage = 'embed' AND model_version = {sql_literal(spec.key)}",
+            ["doc_id", "content_hash"],
         ).to_pylist()
         if documents.get(row["doc_id"]) == row["content_hash"]
     }
     sources = {doc_id: representative.get(doc_id, content) for doc_id, content in documents.items()}
     windows: dict[str, int] = {}
-    for part in scan_in(store.table("documents"), "content_hash", set(sources.values()), ["content_hash", "text"], "deleted = false"):
-        texts = dict(zip(part.column("content_hash").to_pylist(), part.column("text").to_pylist()))
+    for texts in iter_texts_by_content(store, set(sources.values())):
         ordered = sorted(texts.keys() - windows.keys())
         for content, spans in zip(ordered, token_spans([texts[c] for c in ordered])):
             windows[content] = expected_window_count(len(spans), spec)
@@ -140,7 +141,11 @@ def vector_sanity(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
         if spec.normalize:
             off_norm += int((np.abs(norms - 1.0) > NORM_TOLERANCE)[finite].sum())
         if len(norms):
-            norm_min, norm_max, norm_sum = min(norm_min, norms.min()), max(norm_max, norms.max()), norm_sum + norms.sum()
+            norm_min, norm_max, norm_sum = (
+                min(norm_min, norms.min()),
+                max(norm_max, norms.max()),
+                norm_sum + norms.sum(),
+            )
     passed = table_dim == spec.dim and not non_finite and not zero and not off_norm
     return CheckOutcome(
         passed,
@@ -167,7 +172,9 @@ def _sample_rows(table, size: int) -> list[str]:
     return sorted(ids, key=lambda row_id: hashlib.sha1(row_id.encode()).digest())[:size]
 
 
-def ann_recall(store: LanceStore, spec: ModelSpec, sample_size: int = 200, k: int = 10, minimum: float = 0.95) -> CheckOutcome:
+def ann_recall(
+    store: LanceStore, spec: ModelSpec, sample_size: int = 200, k: int = 10, minimum: float = 0.95
+) -> CheckOutcome:
     table = store.open_embeddings_table(spec.key)
     index = vector_index_type(table)
     if index is None:
@@ -184,9 +191,9 @@ def ann_recall(store: LanceStore, spec: ModelSpec, sample_size: int = 200, k: in
     recalls, latencies = [], []
     for vector in queries:
         started = time.perf_counter()
-        approximate = table.search(vector).distance_type(DISTANCE).select(["id"]).limit(k).to_arrow()
+        approximate = vector_query(table, vector, k).select(["id"]).to_arrow()
         latencies.append(time.perf_counter() - started)
-        exact = table.search(vector).distance_type(DISTANCE).bypass_vector_index().select(["id"]).limit(k).to_arrow()
+        exact = vector_query(table, vector, k).bypass_vector_index().select(["id"]).to_arrow()
         truth = set(exact.column("id").to_pylist())
         recalls.append(len(truth & set(approximate.column("id").to_pylist())) / max(1, len(truth)))
     recall = float(np.mean(recalls)) if recalls else 0.0

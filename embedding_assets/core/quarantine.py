@@ -22,7 +22,8 @@ class QuarantineEntry:
 
 
 def _owner_filter(stage: str, shard: str, model_version: str) -> str:
-    return f"stage = {sql_literal(stage)} AND shard = {sql_literal(shard)} AND model_version = {sql_literal(model_version)}"
+    owner = {"stage": stage, "shard": shard, "model_version": model_version}
+    return " AND ".join(f"{column} = {sql_literal(value)}" for column, value in owner.items())
 
 
 def quarantine_id(stage: str, model_version: str, entry: QuarantineEntry) -> str:
@@ -31,16 +32,23 @@ def quarantine_id(stage: str, model_version: str, entry: QuarantineEntry) -> str
 
 
 def replace_quarantine(
-    store: LanceStore, stage: str, shard: str, entries: list[QuarantineEntry], seen_at: datetime, model_version: str = ""
+    store: LanceStore,
+    stage: str,
+    shard: str,
+    entries: list[QuarantineEntry],
+    seen_at: datetime,
+    model_version: str = "",
 ) -> None:
     """Make `entries` the whole quarantine of (stage, shard, model_version)."""
     table = store.table("quarantine")
     current_ids = {quarantine_id(stage, model_version, e) for e in entries}
     previous = scan(table, _owner_filter(stage, shard, model_version), ["id", "reason", "detail", "content_hash"])
-    unchanged = {
-        (row["id"], row["reason"], row["detail"], row["content_hash"]) for row in previous.to_pylist()
-    }
-    fresh = [e for e in entries if (quarantine_id(stage, model_version, e), e.reason, e.detail, e.content_hash) not in unchanged]
+    unchanged = {(row["id"], row["reason"], row["detail"], row["content_hash"]) for row in previous.to_pylist()}
+    fresh = [
+        e
+        for e in entries
+        if (quarantine_id(stage, model_version, e), e.reason, e.detail, e.content_hash) not in unchanged
+    ]
     upsert(
         table,
         pa.Table.from_pylist(

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from embedding_assets.core.index_build import DISTANCE
+from embedding_assets.core.index_build import vector_query
 from resources.lance_store import LanceStore, scan_in
 
 HIT_COLUMNS = ["id", "doc_id", "chunk", "content_hash", "origin", "origin_hash", "model_version", "_distance"]
@@ -22,7 +22,7 @@ def nearest_documents(table, vector, k: int) -> list[dict]:
     """The k best rows with distinct doc_id, over-fetching until k documents are found."""
     fetch = k * 4
     while True:
-        rows = table.search(vector).distance_type(DISTANCE).select(HIT_COLUMNS).limit(fetch).to_arrow().to_pylist()
+        rows = vector_query(table, vector, fetch).select(HIT_COLUMNS).to_arrow().to_pylist()
         best: dict[str, dict] = {}
         for row in rows:
             best.setdefault(row["doc_id"], row)
@@ -35,7 +35,9 @@ def search(store: LanceStore, model_version: str, encoder, query: str, k: int = 
     vector = encoder.encode_texts([query]).vectors[0]
     rows = nearest_documents(store.open_embeddings_table(model_version), vector, k)
     documents = {}
-    for part in scan_in(store.table("documents"), "doc_id", [row["doc_id"] for row in rows], ["doc_id", "title", "text"]):
+    for part in scan_in(
+        store.table("documents"), "doc_id", [row["doc_id"] for row in rows], ["doc_id", "title", "text"]
+    ):
         documents.update({row["doc_id"]: row for row in part.to_pylist()})
     return [
         Hit(

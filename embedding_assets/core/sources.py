@@ -53,14 +53,14 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None) -> Iterator
         records = _iter_parquet(stdlib_corpus_path(cache_dir), STDLIB_SOURCE_URI)
     else:
         path = Path(uri)
+        if not path.exists():
+            raise FileNotFoundError(f"CORPUS_URI {uri!r} does not exist")
         if path.is_dir():
             records = _iter_directory(path, shard)
         elif path.suffix == ".jsonl":
             records = _iter_jsonl(path)
         elif path.suffix == ".parquet":
             records = _iter_parquet(path, str(path))
-        elif not path.exists():
-            raise FileNotFoundError(f"CORPUS_URI {uri!r} does not exist")
         else:
             raise ValueError(f"CORPUS_URI {uri!r}: expected a directory, a .jsonl or a .parquet file, or 'stdlib'")
     for record in records:
@@ -97,7 +97,9 @@ def _iter_jsonl(path: Path) -> Iterator[SourceRecord]:
                 yield SourceRejection(line_id, "malformed_json", str(error), where)
                 continue
             if not isinstance(record, dict):
-                yield SourceRejection(line_id, "malformed_json", f"expected an object, got {type(record).__name__}", where)
+                yield SourceRejection(
+                    line_id, "malformed_json", f"expected an object, got {type(record).__name__}", where
+                )
                 continue
             rejection = _record_problem(record.get("id"), record.get("text"), line_id, where, first_line_of, number)
             if rejection:
@@ -105,7 +107,7 @@ def _iter_jsonl(path: Path) -> Iterator[SourceRecord]:
                 continue
             doc_id = str(record["id"])
             title = record.get("title")
-            yield SourceDocument(doc_id, record["text"], str(title) if title is not None else None, where)
+            yield SourceDocument(doc_id, record["text"], str(title) if title is not None else None, str(path))
 
 
 def _record_problem(doc_id, text, fallback_id: str, where: str, first_line_of: dict[str, int], position: int):

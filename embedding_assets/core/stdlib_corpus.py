@@ -24,8 +24,22 @@ import pyarrow.parquet as pq
 
 # Modules that open windows, browsers or test harnesses, or exist only on Windows.
 _SKIPPED_MODULES = {
-    "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3",
-    "ensurepip", "venv", "pydoc_data", "msilib", "winreg", "winsound", "nt", "msvcrt",
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "test",
+    "lib2to3",
+    "ensurepip",
+    "venv",
+    "pydoc_data",
+    "msilib",
+    "winreg",
+    "winsound",
+    "nt",
+    "msvcrt",
 }
 SOURCE_URI = f"python-stdlib:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
 _SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string())])
@@ -36,7 +50,11 @@ def _public(name: str) -> bool:
 
 
 def _import_quietly(name: str):
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         try:
             return importlib.import_module(name)
