@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCE_LOG ?= error
 
-.PHONY: install demo ui test search clean
+.PHONY: install demo ui test search register promote rollback clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -36,6 +36,21 @@ test: install
 
 search: install
 	$(PYTHON) -m embedding_assets.search "$(q)"
+
+# make register key=mpnet-base-v1 model_id=sentence-transformers/all-mpnet-base-v2 \
+#   source=split-zip:all-mpnet-base-v2 dim=768 max_tokens=384 [revision=1 normalize=true dtype=auto]
+register: install
+	$(PYTHON) -m embedding_assets.manage register --registry "$${MODEL_REGISTRY:-models.yaml}" --key "$(key)" \
+	  --model-id "$(model_id)" --source "$(source)" --dim "$(dim)" --max-tokens "$(max_tokens)" \
+	  --revision "$${revision:-1}" --normalize "$${normalize:-true}" --dtype "$${dtype:-auto}"
+
+# make promote v=<version> [force=1]
+promote: install
+	$(PYTHON) -m embedding_assets.manage promote "$(v)" $(if $(force),--force)
+
+# make rollback [to=<version>]
+rollback: install
+	$(PYTHON) -m embedding_assets.manage rollback --to "$(to)"
 
 clean:
 	rm -rf .data storage history schedules logs .logs_queue .nux .telemetry

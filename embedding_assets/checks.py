@@ -4,6 +4,7 @@ import warnings
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, PreviewWarning, asset_check
 
+from embedding_assets.core.aliases import current_alias
 from embedding_assets.core.index_checks import (
     CheckOutcome,
     ann_recall,
@@ -12,10 +13,12 @@ from embedding_assets.core.index_checks import (
     single_model_version,
     vector_sanity,
 )
+from embedding_assets.core.promotion import compare_quality
 from embedding_assets.index import lance_index
 from partitions import model_version_partitions
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
+from resources.promotion_policy import PromotionPolicyResource
 
 # Checks partitioned like their asset (one verdict per model version) are a preview feature of Dagster 1.13.
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
@@ -60,10 +63,43 @@ def ann_recall_check(
     return _result(ann_recall(lancedb.store(), model_registry.spec(context.partition_key)))
 
 
+@asset_check(asset=lance_index, partitions_def=model_version_partitions, blocking=True)
+def eval_recall_check(
+    context: AssetCheckExecutionContext,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
+    promotion_policy: PromotionPolicyResource,
+) -> AssetCheckResult:
+    """Recall@10 and MRR on the frozen evaluation set, no worse than the live version's minus the tolerance."""
+    store = lancedb.store()
+    registry = model_registry.registry()
+    spec = registry.spec(context.partition_key)
+    alias = current_alias(store)
+    live = None
+    if alias and alias.model_version != spec.key and alias.model_version in registry.specs:
+        live_spec = registry.specs[alias.model_version]
+        live = (live_spec, model_registry.encoder(live_spec))
+    comparison = compare_quality(
+        store,
+        (spec, model_registry.encoder(spec)),
+        live,
+        promotion_policy.eval_set(),
+        promotion_policy.recall_tolerance,
+    )
+    return AssetCheckResult(passed=comparison.passed, description=comparison.describe(), metadata=comparison.metadata())
+
+
 @asset_check(asset=lance_index, partitions_def=model_version_partitions)
 def quarantine_check(context: AssetCheckExecutionContext, lancedb: LanceDBResource) -> AssetCheckResult:
     """Inputs refused by the corpus stage or by this version's embedding, counted by reason (a warning)."""
     return _result(quarantine_report(lancedb.store(), context.partition_key), AssetCheckSeverity.WARN)
 
 
-index_checks = [count_parity_check, single_model_version_check, vector_sanity_check, ann_recall_check, quarantine_check]
+index_checks = [
+    count_parity_check,
+    single_model_version_check,
+    vector_sanity_check,
+    ann_recall_check,
+    eval_recall_check,
+    quarantine_check,
+]

@@ -10,14 +10,20 @@ from pathlib import Path
 
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
+from embedding_assets.alias_jobs import retention_job, rollback_job
 from embedding_assets.checks import index_checks
+from embedding_assets.core.evaluation import EVAL_SET_PATH
 from embedding_assets.corpus import corpus
 from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
 from embedding_assets.index import lance_index, live_index
+from gpu_ops.launch import GpuLaunchSettings
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
+from resources.promotion_policy import PromotionPolicyResource
+from sensors.automation import build_automation_sensors
+from sensors.model_registry import model_registry_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EMBEDDINGS_DATA_DIR", PROJECT_ROOT / ".data"))
@@ -36,14 +42,27 @@ resources_by_deployment = {
         ),
         "model_registry": ModelRegistryResource(
             registry_path=_local_path(os.environ.get("MODEL_REGISTRY", str(PROJECT_ROOT / "models.yaml"))),
+            model_cache_dir=str(DATA_DIR / "cache"),
             device=os.environ.get("EMBEDDING_DEVICE", "auto"),
+        ),
+        "promotion_policy": PromotionPolicyResource(
+            eval_set_path=_local_path(os.environ.get("EVAL_SET", str(EVAL_SET_PATH))),
+            recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
+            keep_retired_versions=int(os.environ.get("KEEP_RETIRED_VERSIONS", "1")),
         ),
     },
     "prod": {
         "lancedb": LanceDBResource(uri=EnvVar("EMBEDDINGS_URI")),
         "corpus_source": CorpusSourceResource(uri=EnvVar("CORPUS_URI"), cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR")),
         "model_registry": ModelRegistryResource(
-            registry_path=EnvVar("MODEL_REGISTRY"), device=EnvVar("EMBEDDING_DEVICE")
+            registry_path=EnvVar("MODEL_REGISTRY"),
+            model_cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR"),
+            device=EnvVar("EMBEDDING_DEVICE"),
+        ),
+        "promotion_policy": PromotionPolicyResource(
+            eval_set_path=EnvVar("EVAL_SET"),
+            recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
+            keep_retired_versions=EnvVar.int("KEEP_RETIRED_VERSIONS"),
         ),
     },
 }
@@ -60,7 +79,8 @@ def build_definitions(resources: dict) -> Definitions:
     return Definitions(
         assets=[corpus, dedup_signatures, embeddings, lance_index, live_index],
         asset_checks=index_checks,
-        jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job],
+        jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job, rollback_job, retention_job],
+        sensors=[model_registry_sensor, *build_automation_sensors(GpuLaunchSettings.from_env())],
         resources=resources,
     )
 

@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, asset
 
 from embedding_assets.core.embedding_run import Progress, embed_shard
 from embedding_assets.dedup import dedup_signatures
@@ -20,7 +20,12 @@ def _log_progress(context: AssetExecutionContext, model_version: str):
 
 
 @asset(
-    partitions_def=embedding_partitions, group_name="embeddings", kinds={"lancedb", "pytorch"}, deps=[dedup_signatures]
+    partitions_def=embedding_partitions,
+    group_name="embeddings",
+    kinds={"lancedb", "pytorch"},
+    deps=[dedup_signatures],
+    # A new model_versions partition leaves every shard missing: the automation sensor backfills them.
+    automation_condition=AutomationCondition.on_missing(),
 )
 def embeddings(
     context: AssetExecutionContext, lancedb: LanceDBResource, model_registry: ModelRegistryResource

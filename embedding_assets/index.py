@@ -1,15 +1,18 @@
 from datetime import datetime, timezone
 from typing import Literal
 
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, AutomationCondition, Config, Failure, MaterializeResult, asset
 
-from embedding_assets.core.aliases import LIVE, current_alias, switch_alias
+from embedding_assets.core.aliases import LIVE, current_alias, ever_live, switch_alias
 from embedding_assets.core.index_build import build_index
-from embedding_assets.core.index_checks import count_parity, single_model_version, vector_sanity
+from embedding_assets.core.promotion import PromotionDecision, decide_promotion
+from embedding_assets.core.retention import apply_retention
 from embedding_assets.embeddings import embeddings
+from gpu_ops.registry import ModelRegistry
 from partitions import model_version_partitions
-from resources.lance_store import LanceDBResource
+from resources.lance_store import LanceDBResource, LanceStore
 from resources.model_registry import ModelRegistryResource
+from resources.promotion_policy import PromotionPolicyResource
 
 
 class IndexConfig(Config):
@@ -18,7 +21,14 @@ class IndexConfig(Config):
     ann_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
 
 
-@asset(partitions_def=model_version_partitions, group_name="index", kinds={"lancedb"}, deps=[embeddings])
+@asset(
+    partitions_def=model_version_partitions,
+    group_name="index",
+    kinds={"lancedb"},
+    deps=[embeddings],
+    # Waits for every shard of the version, then rebuilds after any of them changes.
+    automation_condition=AutomationCondition.eager(),
+)
 def lance_index(context: AssetExecutionContext, config: IndexConfig, lancedb: LanceDBResource) -> MaterializeResult:
     """The version's table, compacted, with scalar indexes and (when large enough) an ANN index."""
     stats = build_index(lancedb.store(), context.partition_key, config.ann_min_rows, config.ann_index_type)
@@ -35,51 +45,90 @@ def lance_index(context: AssetExecutionContext, config: IndexConfig, lancedb: La
 
 
 class LiveIndexConfig(Config):
-    # Empty keeps the current live version (or, with none yet, takes the registry's first).
+    # Empty: the newest registered version that was never live and whose index is built.
     model_version: str = ""
+    # Waives the retrieval-quality comparison (never completeness or sanity); logged.
+    force: bool = False
     switched_by: str = "live_index"
 
 
-@asset(group_name="index", kinds={"lancedb"}, deps=[lance_index])
+def _awaiting_promotion(context: AssetExecutionContext, store: LanceStore, registry: ModelRegistry) -> str | None:
+    indexed = context.instance.get_materialized_partitions(AssetKey("lance_index"))
+    been_live = ever_live(store)
+    return next((v for v in reversed(registry.specs) if v in indexed and v not in been_live), None)
+
+
+def _decision_metadata(decision: PromotionDecision, live: str | None) -> dict:
+    metadata = {
+        "candidate": decision.candidate,
+        "live_before": live or "none",
+        "forced": decision.forced,
+        "reasons": "; ".join(decision.reasons) or "all gates passed",
+        **{
+            f"gate {name}": "pass" if outcome.passed else outcome.description
+            for name, outcome in decision.gates.items()
+        },
+    }
+    if decision.quality is not None:
+        metadata |= {"eval": decision.quality.describe(), **decision.quality.metadata()}
+    return metadata
+
+
+@asset(group_name="index", kinds={"lancedb"}, deps=[lance_index], automation_condition=AutomationCondition.eager())
 def live_index(
     context: AssetExecutionContext,
     config: LiveIndexConfig,
     lancedb: LanceDBResource,
     model_registry: ModelRegistryResource,
+    promotion_policy: PromotionPolicyResource,
 ) -> MaterializeResult:
-    """The `live` alias that readers resolve; it moves only to a complete, sane table."""
+    """The `live` alias readers resolve. It moves, in one commit, only to a version that passes every gate."""
     store = lancedb.store()
-    alias = current_alias(store, LIVE)
     registry = model_registry.registry()
-    target = config.model_version or (alias.model_version if alias else next(iter(registry.specs), ""))
-    if not target:
-        raise Failure("no model version is registered: nothing can go live")
-    spec = registry.spec(target)
-    gates = {
-        "count_parity": count_parity(store, spec, model_registry.encoder(spec).token_spans),
-        "single_model_version": single_model_version(store, spec),
-        "vector_sanity": vector_sanity(store, spec),
-    }
-    failed = {name: outcome.description for name, outcome in gates.items() if not outcome.passed}
-    if failed:
-        raise Failure(
-            f"{target} cannot go live: " + "; ".join(f"{name}: {why}" for name, why in failed.items()),
-            metadata={"model_version": target, **{f"gate {name}": why for name, why in failed.items()}},
+    alias = current_alias(store, LIVE)
+    live = alias.model_version if alias else None
+    candidate = config.model_version or _awaiting_promotion(context, store, registry)
+    if candidate is None or candidate == live:
+        reason = "already live" if candidate else "no registered version awaits promotion"
+        context.log.info(f"{LIVE} stays on {live}: {reason}")
+        return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", "reasons": reason})
+
+    spec = registry.spec(candidate)
+    live_model = (
+        (registry.specs[live], model_registry.encoder(registry.specs[live])) if live in registry.specs else None
+    )
+    if config.force:
+        context.log.warning(
+            f"promotion of {candidate} forced by {config.switched_by}: the quality comparison is waived"
         )
-    if alias and alias.model_version == target:
-        context.log.info(f"{LIVE} already serves {target}")
-        switched = alias
-    else:
-        switched = switch_alias(store, target, config.switched_by, datetime.now(timezone.utc), LIVE)
-        context.log.info(f"{LIVE} switched to {target} (was {alias.model_version if alias else 'unset'})")
+    decision = decide_promotion(
+        store,
+        (spec, model_registry.encoder(spec)),
+        live_model,
+        promotion_policy.eval_set(),
+        promotion_policy.recall_tolerance,
+        config.force,
+    )
+    metadata = _decision_metadata(decision, live)
+    if not decision.promote:
+        message = f"{candidate} not promoted, {LIVE} stays on {live}: " + "; ".join(decision.reasons)
+        if config.model_version:
+            raise Failure(message, metadata=metadata)
+        context.log.warning(message)
+        return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", **metadata})
+
+    switched = switch_alias(store, candidate, config.switched_by, datetime.now(timezone.utc), LIVE)
+    retention = apply_retention(store, set(registry.specs), promotion_policy.keep_retired_versions)
+    context.log.info(f"{LIVE} switched from {live} to {candidate}; retention dropped {retention.dropped or 'nothing'}")
     return MaterializeResult(
         metadata={
-            "alias": LIVE,
+            "decision": "promoted",
             "model_version": switched.model_version,
             "table": switched.table,
             "table_version": switched.table_version,
             "switched_at": switched.switched_at.isoformat(),
             "switched_by": switched.switched_by,
-            "previous_model_version": alias.model_version if alias else "none",
+            "tables_dropped": ", ".join(retention.dropped) or "none",
+            **metadata,
         }
     )

@@ -5,6 +5,7 @@ automatically unless configured.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,7 +42,12 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model loaded from a local folder (or a hub name where a hub is reachable)."""
 
     def __init__(
-        self, spec: ModelSpec, device: str = "auto", token_budget: int | None = None, max_batch_items: int | None = None
+        self,
+        spec: ModelSpec,
+        cache_dir: Path,
+        device: str = "auto",
+        token_budget: int | None = None,
+        max_batch_items: int | None = None,
     ):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
@@ -52,7 +58,7 @@ class SentenceTransformerEncoder:
         self.device = resolve_device(device)
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGETS.get(self.device.split(":")[0], 4_096)
         self.max_batch_items = max_batch_items or DEFAULT_MAX_BATCH_ITEMS.get(self.device.split(":")[0], 64)
-        self.model = SentenceTransformer(spec.resolved_source(), device=self.device)
+        self.model = SentenceTransformer(spec.resolved_source(cache_dir), device=self.device)
         self.model.max_seq_length = spec.max_tokens
         on_cuda = self.device.startswith("cuda")
         self.dtype = "float16" if spec.dtype == "float16" or (spec.dtype == "auto" and on_cuda) else "float32"
@@ -103,8 +109,12 @@ class SentenceTransformerEncoder:
 
 
 def load_encoder(
-    spec: ModelSpec, device: str = "auto", token_budget: int | None = None, max_batch_items: int | None = None
+    spec: ModelSpec,
+    cache_dir: Path,
+    device: str = "auto",
+    token_budget: int | None = None,
+    max_batch_items: int | None = None,
 ):
     if spec.backend == "sentence-transformers":
-        return SentenceTransformerEncoder(spec, device, token_budget, max_batch_items)
+        return SentenceTransformerEncoder(spec, cache_dir, device, token_budget, max_batch_items)
     raise ValueError(f"model {spec.key}: no encoder for backend {spec.backend!r}")

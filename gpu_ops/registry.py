@@ -4,7 +4,8 @@ Entries are validated one by one, so a malformed entry is reported with its reas
 the others stay usable (a registry edit must never take down the versions already live).
 """
 
-import importlib.util
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gpu_ops.model_sources import resolve_model_source
 
 VERSION_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 BACKENDS = ("sentence-transformers",)
@@ -49,21 +52,25 @@ class ModelSpec(BaseModel):
         """Content tokens per window: the window less [CLS] and [SEP]."""
         return self.max_tokens - 2
 
-    def resolved_source(self) -> str:
-        """A local path for `package:<module>/<subpath>` sources, else the source as written."""
-        if not self.source.startswith("package:"):
-            return self.source
-        module, _, subpath = self.source.removeprefix("package:").partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"model {self.key}: package {module!r} is not installed (source {self.source!r})")
-        return str(Path(next(iter(spec.submodule_search_locations))) / subpath)
+    def resolved_source(self, cache_dir: Path) -> str:
+        """The local folder to load (see gpu_ops.model_sources); `cache_dir` holds assembled models."""
+        try:
+            return resolve_model_source(self.source, cache_dir)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"model {self.key} (source {self.source!r}): {error}") from error
+
+    def fingerprint(self) -> str:
+        """Everything that shapes this version's vectors: an edit of any of it needs a new key."""
+        shaping = self.model_dump(exclude={"key", "model_id"})
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
 class ModelRegistry:
     specs: dict[str, ModelSpec] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # Keys of entries that failed validation: present, but not usable until fixed.
+    invalid_keys: set[str] = field(default_factory=set)
 
     def spec(self, key: str) -> ModelSpec:
         if key in self.specs:
@@ -82,6 +89,8 @@ def parse_registry(document: dict | None) -> ModelRegistry:
     for position, entry in enumerate(entries, start=1):
         key = entry.get("key") if isinstance(entry, dict) else None
         label = key if isinstance(key, str) else f"entry {position}"
+        if isinstance(key, str):
+            registry.invalid_keys.add(key)
         if key in registry.specs:
             registry.errors.append(f"{label}: duplicate key (entry {position}); the first entry is kept")
             continue
@@ -92,6 +101,7 @@ def parse_registry(document: dict | None) -> ModelRegistry:
             registry.errors.append(f"{label}: {reasons}")
             continue
         registry.specs[spec.key] = spec
+    registry.invalid_keys -= registry.specs.keys()
     return registry
 
 

@@ -1,7 +1,9 @@
 """The model registry as a resource: specs from `models.yaml`, encoders loaded on demand."""
 
-from pydantic import PrivateAttr
+from pathlib import Path
+
 from dagster import ConfigurableResource
+from pydantic import PrivateAttr
 
 from gpu_ops.encoders import load_encoder
 from gpu_ops.registry import ModelRegistry, ModelSpec, load_registry
@@ -11,6 +13,8 @@ class ModelRegistryResource(ConfigurableResource):
     """Which model versions exist, and the loaded encoder of each (one load per run)."""
 
     registry_path: str
+    # Where models that must be assembled (split zips) are unpacked once.
+    model_cache_dir: str
     device: str = "auto"
     # 0 picks the device's default (see gpu_ops.encoders.DEFAULT_TOKEN_BUDGETS).
     token_budget: int = 0
@@ -27,6 +31,6 @@ class ModelRegistryResource(ConfigurableResource):
     def encoder(self, spec: ModelSpec):
         if spec not in self._encoders:
             self._encoders[spec] = load_encoder(
-                spec, self.device, self.token_budget or None, self.max_batch_items or None
+                spec, Path(self.model_cache_dir), self.device, self.token_budget or None, self.max_batch_items or None
             )
         return self._encoders[spec]

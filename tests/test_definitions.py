@@ -21,16 +21,14 @@ def test_definitions_load_with_every_asset_check_and_job():
         "single_model_version_check",
         "vector_sanity_check",
         "ann_recall_check",
+        "eval_recall_check",
         "quarantine_check",
     }
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {
-        "corpus_job",
-        "dedup_job",
-        "embed_job",
-        "index_job",
-        "live_index_job",
-    }
-    assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry"}
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert jobs >= {"corpus_job", "dedup_job", "embed_job", "index_job", "live_index_job", "rollback_job", "retention_job"}
+    sensors = {sensor.name for sensor in defs.sensors}
+    assert sensors == {"model_registry_sensor", "embedding_backfill_sensor", "index_and_promotion_sensor"}
+    assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry", "promotion_policy"}
 
 
 def test_dagster_definitions_validate_passes():

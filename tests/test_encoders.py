@@ -11,10 +11,10 @@ def test_device_is_chosen_automatically():
     assert resolve_device("cpu") == "cpu"
 
 
-def test_vectors_equal_sentence_transformers_on_real_text(minilm_encoder, minilm_spec, sample_records):
+def test_vectors_equal_sentence_transformers_on_real_text(minilm_encoder, minilm_spec, sample_records, cache_dir):
     texts = [record["text"] for record in sample_records[:48]]
     ours = minilm_encoder.encode_texts(texts)
-    reference = SentenceTransformer(minilm_spec.resolved_source(), device="cpu").encode(
+    reference = SentenceTransformer(minilm_spec.resolved_source(cache_dir), device="cpu").encode(
         texts, batch_size=32, normalize_embeddings=True
     )
     assert ours.vectors.shape == (48, 384) and ours.vectors.dtype == np.float32
@@ -33,8 +33,8 @@ def test_long_text_is_cut_into_overlapping_windows_the_model_accepts(minilm_enco
         assert len(minilm_encoder.token_spans([window])[0]) <= minilm_encoder.spec.window_tokens + 2
 
 
-def test_fp16_path_runs_on_cpu_and_stays_close_to_fp32(minilm_spec, minilm_encoder, sample_records):
-    half = load_encoder(minilm_spec.model_copy(update={"dtype": "float16"}), "cpu")
+def test_fp16_path_runs_on_cpu_and_stays_close_to_fp32(minilm_spec, minilm_encoder, sample_records, cache_dir):
+    half = load_encoder(minilm_spec.model_copy(update={"dtype": "float16"}), cache_dir, "cpu")
     assert half.dtype == "float16" and next(half.model.parameters()).dtype == torch.float16
     texts = [record["text"] for record in sample_records[:16]]
     full = minilm_encoder.encode_texts(texts).vectors
@@ -44,8 +44,8 @@ def test_fp16_path_runs_on_cpu_and_stays_close_to_fp32(minilm_spec, minilm_encod
     assert cosine.min() > 0.99
 
 
-def test_encoder_halves_batches_on_out_of_memory(minilm_spec, sample_records):
-    encoder = load_encoder(minilm_spec, "cpu", token_budget=100_000, max_batch_items=64)
+def test_encoder_halves_batches_on_out_of_memory(minilm_spec, sample_records, cache_dir):
+    encoder = load_encoder(minilm_spec, cache_dir, "cpu", token_budget=100_000, max_batch_items=64)
     real_encode = encoder._encode_batch
 
     def limited(texts):

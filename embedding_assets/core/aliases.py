@@ -1,4 +1,8 @@
-"""The `aliases` table: which model version readers see. One row per alias, switched in one commit."""
+"""The `aliases` table: which model version readers see. One row per alias, switched in one commit.
+
+Every switch is a new version of the table, so its history is the list of what was live
+when: rollback reads it and writes the previous row back.
+"""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,6 +12,7 @@ import pyarrow as pa
 from resources.lance_store import ALIASES_SCHEMA, LanceStore, embeddings_table_name, scan, sql_literal, upsert
 
 LIVE = "live"
+HISTORY_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -30,3 +35,28 @@ def switch_alias(store: LanceStore, model_version: str, switched_by: str, now: d
     row = Alias(alias, model_version, embeddings_table_name(model_version), table_version, now, switched_by)
     upsert(store.table("aliases"), pa.Table.from_pylist([vars(row)], schema=ALIASES_SCHEMA), on="alias")
     return row
+
+
+def alias_history(store: LanceStore, alias: str = LIVE) -> list[Alias]:
+    """Every distinct state of `alias`, newest first, read from the table's versions."""
+    table = store.db.open_table("aliases") if store.has_table("aliases") else None
+    if table is None:
+        return []
+    history: list[Alias] = []
+    for version in sorted((v["version"] for v in table.list_versions()), reverse=True)[:HISTORY_DEPTH]:
+        table.checkout(version)
+        rows = scan(table, f"alias = {sql_literal(alias)}").to_pylist()
+        if rows and (not history or Alias(**rows[0]) != history[-1]):
+            history.append(Alias(**rows[0]))
+    table.checkout_latest()
+    return history
+
+
+def previous_version(store: LanceStore, alias: str = LIVE) -> str | None:
+    """The version that was live before the current one."""
+    history = alias_history(store, alias)
+    return next((entry.model_version for entry in history[1:] if entry.model_version != history[0].model_version), None)
+
+
+def ever_live(store: LanceStore, alias: str = LIVE) -> set[str]:
+    return {entry.model_version for entry in alias_history(store, alias)}

@@ -19,6 +19,8 @@ from resources.lance_store import LanceStore, fixed_size_lists, scan, scan_batch
 
 SAMPLE_LIMIT = 10
 NORM_TOLERANCE = 5e-3
+# Above this share of live documents refused by a version's model, the version is not complete.
+MAX_QUARANTINED_SHARE = 0.01
 
 
 @dataclass
@@ -35,7 +37,14 @@ def _sample(values) -> str:
     )
 
 
-def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> dict[str, tuple[str, int]]:
+@dataclass
+class ExpectedRows:
+    rows: dict[str, tuple[str, int]]
+    live_documents: int
+    quarantined: int
+
+
+def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRows:
     """doc_id -> (content_hash, window count) for every live document the version must hold.
 
     Mirrors the embedding stage: a document carries its representative's windows, and what
@@ -62,15 +71,17 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> dict[str, 
         ordered = sorted(texts.keys() - windows.keys())
         for content, spans in zip(ordered, token_spans([texts[c] for c in ordered])):
             windows[content] = expected_window_count(len(spans), spec)
-    return {
+    rows = {
         doc_id: (documents[doc_id], windows[source])
         for doc_id, source in sources.items()
         if doc_id not in held and source in windows
     }
+    return ExpectedRows(rows, len(documents), len(held))
 
 
 def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcome:
-    expected = expected_rows(store, spec, token_spans)
+    coverage = expected_rows(store, spec, token_spans)
+    expected = coverage.rows
     table = store.open_embeddings_table(spec.key)
     rows = scan(table, None, ["id", "doc_id", "content_hash"])
     ids = Counter(rows.column("id").to_pylist())
@@ -85,13 +96,22 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcom
     missing = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] < windows}
     extra = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] > windows}
     expected_total = sum(windows for _, windows in expected.values())
-    passed = not (duplicates or orphans or missing or extra or stale)
+    refused_share = coverage.quarantined / coverage.live_documents if coverage.live_documents else 0.0
+    passed = not (duplicates or orphans or missing or extra or stale) and refused_share <= MAX_QUARANTINED_SHARE
+    if not passed and refused_share > MAX_QUARANTINED_SHARE:
+        description = f"{coverage.quarantined} of {coverage.live_documents} live documents refused by the model"
+    elif not passed:
+        description = (
+            f"{len(missing)} incomplete, {len(orphans)} orphaned, {len(stale)} stale, {len(duplicates)} duplicated"
+        )
+    else:
+        description = "every live document has its rows, with no orphan, stale or duplicate row"
     return CheckOutcome(
         passed,
-        "every live document has its rows, with no orphan, stale or duplicate row"
-        if passed
-        else f"{len(missing)} incomplete, {len(orphans)} orphaned, {len(stale)} stale, {len(duplicates)} duplicated",
+        description,
         {
+            "live_documents": coverage.live_documents,
+            "quarantined_by_model": coverage.quarantined,
             "expected_documents": len(expected),
             "expected_rows": expected_total,
             "rows": rows.num_rows,
