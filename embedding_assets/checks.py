@@ -86,7 +86,9 @@ def eval_recall_check(
         promotion_policy.eval_set(),
         promotion_policy.recall_tolerance,
     )
-    return AssetCheckResult(passed=comparison.passed, description=comparison.describe(), metadata=comparison.metadata())
+    serving = alias is not None and alias.model_version == spec.key
+    description = comparison.describe() + (" (this version is live)" if serving else "")
+    return AssetCheckResult(passed=comparison.passed, description=description, metadata=comparison.metadata())
 
 
 @asset_check(asset=lance_index, partitions_def=model_version_partitions)

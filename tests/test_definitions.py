@@ -25,7 +25,15 @@ def test_definitions_load_with_every_asset_check_and_job():
         "quarantine_check",
     }
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert jobs >= {"corpus_job", "dedup_job", "embed_job", "index_job", "live_index_job", "rollback_job", "retention_job"}
+    assert jobs >= {
+        "corpus_job",
+        "dedup_job",
+        "embed_job",
+        "index_job",
+        "live_index_job",
+        "rollback_job",
+        "retention_job",
+    }
     sensors = {sensor.name for sensor in defs.sensors}
     assert sensors == {"model_registry_sensor", "embedding_backfill_sensor", "index_and_promotion_sensor"}
     assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry", "promotion_policy"}

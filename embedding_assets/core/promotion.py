@@ -44,7 +44,7 @@ class QualityComparison:
             return "not measured: no query of the evaluation set has a relevant document in this corpus"
         mine = f"recall@10 {self.candidate.recall_at_k:.3f} (MRR {self.candidate.mrr:.3f})"
         if self.live is None:
-            return f"{mine}; nothing live to compare with"
+            return f"{mine}; no other version is live to compare with"
         verdict = "within" if self.passed else "below"
         return (
             f"{mine} vs live {self.live.recall_at_k:.3f} (MRR {self.live.mrr:.3f}): "
