@@ -75,14 +75,11 @@ def eval_recall_check(
     registry = model_registry.registry()
     spec = registry.spec(context.partition_key)
     alias = current_alias(store)
-    live = None
-    if alias and alias.model_version != spec.key and alias.model_version in registry.specs:
-        live_spec = registry.specs[alias.model_version]
-        live = (live_spec, model_registry.encoder(live_spec))
+    other_live = alias and alias.model_version != spec.key and alias.model_version in registry.specs
     comparison = compare_quality(
         store,
-        (spec, model_registry.encoder(spec)),
-        live,
+        model_registry.loaded(spec.key),
+        model_registry.loaded(alias.model_version) if other_live else None,
         promotion_policy.eval_set(),
         promotion_policy.recall_tolerance,
     )

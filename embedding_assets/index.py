@@ -93,18 +93,14 @@ def live_index(
         context.log.info(f"{LIVE} stays on {live}: {reason}")
         return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", "reasons": reason})
 
-    spec = registry.spec(candidate)
-    live_model = (
-        (registry.specs[live], model_registry.encoder(registry.specs[live])) if live in registry.specs else None
-    )
     if config.force:
         context.log.warning(
             f"promotion of {candidate} forced by {config.switched_by}: the quality comparison is waived"
         )
     decision = decide_promotion(
         store,
-        (spec, model_registry.encoder(spec)),
-        live_model,
+        model_registry.loaded(candidate),
+        model_registry.loaded(live) if live in registry.specs else None,
         promotion_policy.eval_set(),
         promotion_policy.recall_tolerance,
         config.force,

@@ -34,3 +34,8 @@ class ModelRegistryResource(ConfigurableResource):
                 spec, Path(self.model_cache_dir), self.device, self.token_budget or None, self.max_batch_items or None
             )
         return self._encoders[spec]
+
+    def loaded(self, model_version: str) -> tuple[ModelSpec, object]:
+        """(spec, encoder) of a registered version, the pair the promotion gates compare."""
+        spec = self.spec(model_version)
+        return spec, self.encoder(spec)
