@@ -23,6 +23,7 @@ from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 from resources.promotion_policy import PromotionPolicyResource
 from sensors.automation import build_automation_sensors
+from sensors.corpus_change import corpus_change_sensor
 from sensors.model_registry import model_registry_sensor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def build_definitions(resources: dict) -> Definitions:
         assets=[corpus, dedup_signatures, embeddings, lance_index, live_index],
         asset_checks=index_checks,
         jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job, rollback_job, retention_job],
-        sensors=[model_registry_sensor, *build_automation_sensors(GpuLaunchSettings.from_env())],
+        sensors=[model_registry_sensor, corpus_change_sensor, *build_automation_sensors(GpuLaunchSettings.from_env())],
         resources=resources,
     )
 

@@ -1,8 +1,8 @@
 from datetime import datetime, timezone
 
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, asset
+from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, asset
 
-from embedding_assets.core.embedding_run import Progress, embed_shard
+from embedding_assets.core.embedding_run import COMMIT_GROUP_CONTENTS, Progress, embed_shard
 from embedding_assets.dedup import dedup_signatures
 from partitions import embedding_partitions
 from resources.lance_store import LanceDBResource, embeddings_table_name
@@ -19,6 +19,11 @@ def _log_progress(context: AssetExecutionContext, model_version: str):
     return log
 
 
+class EmbeddingsConfig(Config):
+    # Representatives encoded and committed together: what a killed run can lose.
+    commit_group_contents: int = COMMIT_GROUP_CONTENTS
+
+
 @asset(
     partitions_def=embedding_partitions,
     group_name="embeddings",
@@ -28,7 +33,10 @@ def _log_progress(context: AssetExecutionContext, model_version: str):
     automation_condition=AutomationCondition.on_missing(),
 )
 def embeddings(
-    context: AssetExecutionContext, lancedb: LanceDBResource, model_registry: ModelRegistryResource
+    context: AssetExecutionContext,
+    config: EmbeddingsConfig,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
 ) -> MaterializeResult:
     """Vectors of the shard's documents for one model version; only unseen content reaches the model."""
     keys = context.partition_key.keys_by_dimension
@@ -42,6 +50,7 @@ def embeddings(
         shard,
         lambda: datetime.now(timezone.utc),
         _log_progress(context, model_version),
+        config.commit_group_contents,
     )
     if stats.undeduplicated:
         context.log.warning(f"{stats.undeduplicated} documents had no current signature: materialize dedup_signatures")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from embedding_assets.core.sources import SourceRecord, describe_source, iter_source
+from embedding_assets.core.sources import SourceRecord, describe_source, iter_source, source_fingerprint
 
 
 class CorpusSourceResource(ConfigurableResource):
@@ -16,6 +16,9 @@ class CorpusSourceResource(ConfigurableResource):
 
     def read(self, shard: str) -> Iterator[SourceRecord]:
         return iter_source(self.uri, Path(self.cache_dir), shard)
+
+    def fingerprint(self) -> str:
+        return source_fingerprint(self.uri)
 
     def describe(self) -> str:
         return describe_source(self.uri)

@@ -35,7 +35,12 @@ def test_definitions_load_with_every_asset_check_and_job():
         "retention_job",
     }
     sensors = {sensor.name for sensor in defs.sensors}
-    assert sensors == {"model_registry_sensor", "embedding_backfill_sensor", "index_and_promotion_sensor"}
+    assert sensors == {
+        "model_registry_sensor",
+        "corpus_change_sensor",
+        "embedding_backfill_sensor",
+        "index_and_promotion_sensor",
+    }
     assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry", "promotion_policy"}
 
 

@@ -5,7 +5,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from embedding_assets.core import embedding_run
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from embedding_assets.core.dedup import dedup_shard
 from embedding_assets.core.embedding_run import embed_shard
@@ -94,7 +93,6 @@ def test_a_run_that_dies_mid_shard_resumes_with_only_the_missing_work(
     prepared, minilm_spec, minilm_encoder, monkeypatch
 ):
     store, texts = prepared
-    monkeypatch.setattr(embedding_run, "COMMIT_GROUP_CONTENTS", 4)
 
     class DiesAfterOneGroup(FaultyEncoder):
         def encode_texts(self, texts_, token_counts=None):
@@ -104,7 +102,7 @@ def test_a_run_that_dies_mid_shard_resumes_with_only_the_missing_work(
 
     dying = DiesAfterOneGroup(minilm_encoder, set())
     with pytest.raises(RuntimeError, match="worker lost"):
-        embed_shard(store, minilm_spec, lambda: dying, SHARD, lambda: NOW)
+        embed_shard(store, minilm_spec, lambda: dying, SHARD, lambda: NOW, commit_group=4)
     committed = scan(store.open_embeddings_table(minilm_spec.key), None, ["id"]).num_rows
     assert committed > 0
 

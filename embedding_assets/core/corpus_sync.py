@@ -6,14 +6,14 @@ whole never produces deletions.
 """
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
 
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
-from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
+from embedding_assets.core.sources import SourceRecord, SourceRejection
 from embedding_assets.core.text import content_hash, find_text_problem, normalize_text
 from resources.lance_store import DOCUMENTS_SCHEMA, LanceStore, scan, sql_literal, upsert
 
@@ -35,16 +35,45 @@ class CorpusSyncStats:
         return self.added + self.changed + self.unchanged
 
 
-def _document_row(document: SourceDocument, normalized: str, shard: str, now: datetime) -> dict:
+@dataclass(frozen=True)
+class ClassifiedRecord:
+    """A source record, either refused (with why) or accepted (normalized and content-hashed)."""
+
+    record: SourceRecord
+    refusal: QuarantineEntry | None = None
+    normalized: str = ""
+    content_hash: str = ""
+
+    @property
+    def breaks_source(self) -> bool:
+        return isinstance(self.record, SourceRejection) and self.record.whole_source
+
+
+def classify(records: Iterable[SourceRecord]) -> Iterator[ClassifiedRecord]:
+    for record in records:
+        if isinstance(record, SourceRejection):
+            refusal = QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri)
+            yield ClassifiedRecord(record, refusal)
+            continue
+        problem = find_text_problem(record.text)
+        if problem:
+            refusal = QuarantineEntry(record.doc_id, problem.reason, problem.detail, source_uri=record.source_uri)
+            yield ClassifiedRecord(record, refusal)
+            continue
+        normalized = normalize_text(record.text)
+        yield ClassifiedRecord(record, normalized=normalized, content_hash=content_hash(normalized))
+
+
+def _document_row(item: ClassifiedRecord, shard: str, now: datetime) -> dict:
     return {
-        "doc_id": document.doc_id,
+        "doc_id": item.record.doc_id,
         "shard": shard,
         "modality": "text",
-        "title": document.title,
-        "text": normalized,
+        "title": item.record.title,
+        "text": item.normalized,
         "image": None,
-        "source_uri": document.source_uri,
-        "content_hash": content_hash(normalized),
+        "source_uri": item.record.source_uri,
+        "content_hash": item.content_hash,
         "updated_at": now,
         "deleted": False,
     }
@@ -63,21 +92,14 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
     pending: list[dict] = []
     quarantine: list[QuarantineEntry] = []
 
-    for record in records:
-        if isinstance(record, SourceRejection):
-            quarantine.append(
-                QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri)
-            )
-            stats.source_complete &= not record.whole_source
+    for item in classify(records):
+        if item.refusal:
+            quarantine.append(item.refusal)
+            stats.source_complete &= not item.breaks_source
             continue
-        problem = find_text_problem(record.text)
-        if problem:
-            quarantine.append(
-                QuarantineEntry(record.doc_id, problem.reason, problem.detail, source_uri=record.source_uri)
-            )
-            continue
+        record = item.record
         seen.add(record.doc_id)
-        row = _document_row(record, normalize_text(record.text), shard, now)
+        row = _document_row(item, shard, now)
         previous = existing.get(record.doc_id)
         if previous is None:
             stats.added += 1

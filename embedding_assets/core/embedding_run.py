@@ -82,7 +82,13 @@ def row_id(doc_id: str, chunk: int, chunks: int) -> str:
 
 class ShardEmbedder:
     def __init__(
-        self, store: LanceStore, spec: ModelSpec, load_encoder: Callable, shard: str, now: Callable[[], datetime]
+        self,
+        store: LanceStore,
+        spec: ModelSpec,
+        load_encoder: Callable,
+        shard: str,
+        now: Callable[[], datetime],
+        commit_group: int = COMMIT_GROUP_CONTENTS,
     ):
         self.store = store
         self.spec = spec
@@ -90,6 +96,7 @@ class ShardEmbedder:
         self._encoder = None
         self.shard = shard
         self.now = now
+        self.commit_group = commit_group
         self.table = store.embeddings_table(spec.key, spec.dim)
         table_dim = self.table.schema.field("vector").type.list_size
         if table_dim != spec.dim:
@@ -246,8 +253,8 @@ class ShardEmbedder:
         ordered = sorted(lengths, key=lambda content: (lengths[content], content))
         started, total = time.monotonic(), len(todo)
         done = 0
-        for start in range(0, len(ordered), COMMIT_GROUP_CONTENTS):
-            group = ordered[start : start + COMMIT_GROUP_CONTENTS]
+        for start in range(0, len(ordered), self.commit_group):
+            group = ordered[start : start + self.commit_group]
             vectors_of = self._encode_group(group, by_representative)
             now = self.now()
             written = [p for content in vectors_of for p in by_representative[content]]
@@ -338,9 +345,10 @@ def embed_shard(
     shard: str,
     now: Callable[[], datetime],
     progress: Callable[[Progress], None] = lambda _: None,
+    commit_group: int = COMMIT_GROUP_CONTENTS,
 ) -> EmbedStats:
     started = time.monotonic()
-    embedder = ShardEmbedder(store, spec, load_encoder, shard, now)
+    embedder = ShardEmbedder(store, spec, load_encoder, shard, now, commit_group)
     todo = embedder.plan()
     remaining = embedder.reuse_stored(todo)
     embedder.encode_missing(remaining, progress)

@@ -80,3 +80,9 @@ def quarantined(store: LanceStore, stage: str, shard: str, model_version: str = 
     columns = ["doc_id", "reason", "detail", "content_hash", "source_uri"]
     rows = scan(store.table("quarantine"), _owner_filter(stage, shard, model_version), columns)
     return {row["doc_id"]: QuarantineEntry(**row) for row in rows.to_pylist()}
+
+
+def quarantined_in_corpus(store: LanceStore) -> set[tuple[str, str]]:
+    """(doc_id, reason) of every input the corpus stage refused, across shards."""
+    rows = scan(store.table("quarantine"), "stage = 'corpus'", ["doc_id", "reason"])
+    return set(zip(rows.column("doc_id").to_pylist(), rows.column("reason").to_pylist()))

@@ -7,6 +7,7 @@ concerns one record; `True` means part of the source could not be read at all, s
 corpus stage must not treat absent documents as deleted.
 """
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,21 @@ class SourceRejection:
 
 
 SourceRecord = SourceDocument | SourceRejection
+
+
+def source_fingerprint(uri: str) -> str:
+    """Changes whenever the source may have changed: cheap (file sizes and times), read on every tick."""
+    if uri == "stdlib":
+        return STDLIB_SOURCE_URI
+    path = Path(uri)
+    if not path.exists():
+        return "missing"
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        status = file.stat()
+        digest.update(f"{file}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def describe_source(uri: str) -> str:

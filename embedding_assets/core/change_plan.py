@@ -1,0 +1,101 @@
+"""What a change of the source touches: the shards to re-ingest and the shards to re-deduplicate.
+
+A document added, edited, deleted, newly refused or released from quarantine touches its own
+shard. Representatives cross shards, so deduplication must also re-run where
+- a document held an exact duplicate of a changed or removed content (its `self` may move),
+- a document's representative was a changed or removed content (it needs a new one),
+- a document's content is a near-duplicate candidate of a new content (found through the same
+  LSH bands the dedup stage uses) or equal to it.
+Embedding then re-runs on the re-deduplicated shards; unchanged documents cost nothing there.
+"""
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from embedding_assets.core.corpus_sync import classify
+from embedding_assets.core.documents import doc_ids_by_content, live_documents
+from embedding_assets.core.minhash import MinHasher, band_hashes
+from embedding_assets.core.quarantine import quarantined_in_corpus
+from embedding_assets.core.sources import SourceRecord
+from partitions import shard_of
+from resources.lance_store import LanceStore, scan_in
+
+
+@dataclass
+class ChangePlan:
+    ingest_shards: list[str] = field(default_factory=list)
+    dedup_shards: list[str] = field(default_factory=list)
+    added: int = 0
+    edited: int = 0
+    removed: int = 0
+    refused: int = 0
+    digest: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.ingest_shards
+
+
+def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: MinHasher) -> ChangePlan:
+    live = live_documents(store)
+    refused_before = quarantined_in_corpus(store)
+    plan = ChangePlan()
+    seen: set[str] = set()
+    refused_now: set[tuple[str, str]] = set()
+    source_complete = True
+    old_contents: set[str] = set()
+    new_texts: dict[str, str] = {}
+    ingest: set[str] = set()
+    changes = hashlib.sha256()
+
+    for item in classify(records):
+        doc_id = item.record.doc_id
+        if item.refusal:
+            source_complete &= not item.breaks_source
+            refused_now.add((doc_id, item.refusal.reason))
+            continue
+        seen.add(doc_id)
+        if live.get(doc_id) == item.content_hash:
+            continue
+        plan.edited += doc_id in live
+        plan.added += doc_id not in live
+        if doc_id in live:
+            old_contents.add(live[doc_id])
+        new_texts[item.content_hash] = item.normalized
+        ingest.add(shard_of(doc_id))
+        changes.update(f"{doc_id}\0{item.content_hash}\n".encode())
+
+    refused_ids = {doc_id for doc_id, _ in refused_now}
+    for doc_id in live.keys() - seen:
+        if source_complete or doc_id in refused_ids:
+            plan.removed += 1
+            old_contents.add(live[doc_id])
+            ingest.add(shard_of(doc_id))
+            changes.update(f"{doc_id}\0-\n".encode())
+    for doc_id, reason in refused_now ^ refused_before:
+        ingest.add(shard_of(doc_id))
+        changes.update(f"{doc_id}\0{reason}\n".encode())
+    plan.refused = len(refused_now)
+
+    dedup = set(ingest)
+    dedup |= {shard_of(doc_id) for doc_id, _ in doc_ids_by_content(store, old_contents | new_texts.keys())}
+    for part in scan_in(store.table("signatures"), "representative_hash", old_contents, ["doc_id"]):
+        dedup |= {shard_of(doc_id) for doc_id in part.column("doc_id").to_pylist()}
+    dedup |= _near_duplicate_shards(store, new_texts, hasher)
+
+    plan.ingest_shards, plan.dedup_shards = sorted(ingest), sorted(dedup)
+    plan.digest = changes.hexdigest()
+    return plan
+
+
+def _near_duplicate_shards(store: LanceStore, new_texts: dict[str, str], hasher: MinHasher) -> set[str]:
+    """Shards holding a document that shares an LSH band with a new content."""
+    if not new_texts:
+        return set()
+    contents = list(new_texts)
+    keys = band_hashes(hasher.signatures([new_texts[c] for c in contents]))
+    candidates: set[str] = set()
+    for part in scan_in(store.table("lsh_bands"), "band_hash", {int(k) for k in keys.reshape(-1)}, ["content_hash"]):
+        candidates.update(part.column("content_hash").to_pylist())
+    return {shard_of(doc_id) for doc_id, _ in doc_ids_by_content(store, candidates)}
