@@ -171,7 +171,7 @@ def test_a_candidate_with_the_wrong_dimension_never_goes_live_even_forced(deploy
     entry = {**yaml.safe_load(MODELS_YAML.read_text())["versions"][0], "key": "wrong-dim-v1", "dim": 128}
     verdicts, automatic, manual, forced = _bad_candidate(deployment, entry)
     parity = verdicts["count_parity_check"]
-    assert not parity.passed and "refused by the model" in parity.description
+    assert not parity.passed and "the model botched the vectors" in parity.description
     assert automatic["decision"] == "kept" and "count_parity" in automatic["reasons"]
     assert not manual.success and not forced.success
     assert deployment.live() == "minilm-l6-v1"

@@ -15,6 +15,7 @@ import pyarrow as pa
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.sources import SourceRecord, SourceRejection
 from embedding_assets.core.text import content_hash, find_text_problem, normalize_text
+from partitions import shard_of
 from resources.lance_store import DOCUMENTS_SCHEMA, LanceStore, scan, sql_literal, upsert
 
 WRITE_BATCH_ROWS = 4_096
@@ -94,8 +95,10 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
 
     for item in classify(records):
         if item.refusal:
-            quarantine.append(item.refusal)
             stats.source_complete &= not item.breaks_source
+            # A source-wide failure reaches every shard; the shard of its name records it.
+            if not item.breaks_source or shard_of(item.record.doc_id) == shard:
+                quarantine.append(item.refusal)
             continue
         record = item.record
         seen.add(record.doc_id)

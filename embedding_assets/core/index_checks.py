@@ -19,8 +19,10 @@ from resources.lance_store import LanceStore, fixed_size_lists, scan, scan_batch
 
 SAMPLE_LIMIT = 10
 NORM_TOLERANCE = 5e-3
-# Above this share of live documents refused by a version's model, the version is not complete.
+# Above this share of live documents whose vectors the model botched, the version is not complete.
 MAX_QUARANTINED_SHARE = 0.01
+# Refusals that indict the model rather than the input (too_many_tokens is the input's doing).
+MODEL_FAULTS = ("wrong_dimension", "non_finite_vector")
 
 
 @dataclass
@@ -41,7 +43,7 @@ def _sample(values) -> str:
 class ExpectedRows:
     rows: dict[str, tuple[str, int]]
     live_documents: int
-    quarantined: int
+    model_faults: int
 
 
 def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRows:
@@ -56,15 +58,17 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRo
         for row in scan(store.table("signatures"), None, ["doc_id", "content_hash", "representative_hash"]).to_pylist()
         if documents.get(row["doc_id"]) == row["content_hash"]
     }
-    held = {
-        row["doc_id"]
+    refused = [
+        row
         for row in scan(
             store.table("quarantine"),
             f"stage = 'embed' AND model_version = {sql_literal(spec.key)}",
-            ["doc_id", "content_hash"],
+            ["doc_id", "content_hash", "reason"],
         ).to_pylist()
         if documents.get(row["doc_id"]) == row["content_hash"]
-    }
+    ]
+    held = {row["doc_id"] for row in refused}
+    model_faults = sum(row["reason"] in MODEL_FAULTS for row in refused)
     sources = {doc_id: representative.get(doc_id, content) for doc_id, content in documents.items()}
     windows: dict[str, int] = {}
     for texts in iter_texts_by_content(store, set(sources.values())):
@@ -76,7 +80,7 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRo
         for doc_id, source in sources.items()
         if doc_id not in held and source in windows
     }
-    return ExpectedRows(rows, len(documents), len(held))
+    return ExpectedRows(rows, len(documents), model_faults)
 
 
 def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcome:
@@ -96,10 +100,11 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcom
     missing = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] < windows}
     extra = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] > windows}
     expected_total = sum(windows for _, windows in expected.values())
-    refused_share = coverage.quarantined / coverage.live_documents if coverage.live_documents else 0.0
+    refused_share = coverage.model_faults / coverage.live_documents if coverage.live_documents else 0.0
     passed = not (duplicates or orphans or missing or extra or stale) and refused_share <= MAX_QUARANTINED_SHARE
     if not passed and refused_share > MAX_QUARANTINED_SHARE:
-        description = f"{coverage.quarantined} of {coverage.live_documents} live documents refused by the model"
+        faults, live = coverage.model_faults, coverage.live_documents
+        description = f"the model botched the vectors of {faults} of {live} live documents"
     elif not passed:
         description = (
             f"{len(missing)} incomplete, {len(orphans)} orphaned, {len(stale)} stale, {len(duplicates)} duplicated"
@@ -111,7 +116,7 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcom
         description,
         {
             "live_documents": coverage.live_documents,
-            "quarantined_by_model": coverage.quarantined,
+            "model_faults": coverage.model_faults,
             "expected_documents": len(expected),
             "expected_rows": expected_total,
             "rows": rows.num_rows,

@@ -64,7 +64,10 @@ def describe_source(uri: str) -> str:
 
 
 def iter_source(uri: str, cache_dir: Path, shard: str | None = None) -> Iterator[SourceRecord]:
-    """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None)."""
+    """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None).
+
+    A rejection of the whole source goes to every shard: none may then treat absence as deletion.
+    """
     if uri == "stdlib":
         records = _iter_parquet(stdlib_corpus_path(cache_dir), STDLIB_SOURCE_URI)
     else:
@@ -80,7 +83,8 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None) -> Iterator
         else:
             raise ValueError(f"CORPUS_URI {uri!r}: expected a directory, a .jsonl or a .parquet file, or 'stdlib'")
     for record in records:
-        if shard is None or shard_of(record.doc_id) == shard:
+        source_wide = isinstance(record, SourceRejection) and record.whole_source
+        if shard is None or source_wide or shard_of(record.doc_id) == shard:
             yield record
 
 
