@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCE_LOG ?= error
 
-.PHONY: install demo ui test search register promote rollback clean
+.PHONY: install demo ui test search register promote rollback bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ ui: install
 
 test: install
 	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) -m benchmarks.run $(args)
 
 search: install
 	$(PYTHON) -m embedding_assets.search "$(q)"

@@ -35,23 +35,36 @@ def _local_path(value: str) -> str:
     return value if value == "stdlib" or "://" in value else os.path.abspath(value)
 
 
-resources_by_deployment = {
-    "local": {
-        "lancedb": LanceDBResource(uri=_local_path(os.environ.get("EMBEDDINGS_URI", str(DATA_DIR / "lance")))),
-        "corpus_source": CorpusSourceResource(
-            uri=_local_path(os.environ.get("CORPUS_URI", "stdlib")), cache_dir=str(DATA_DIR / "cache")
-        ),
+def local_resources(
+    corpus_uri: str,
+    embeddings_uri: str,
+    cache_dir: Path,
+    registry_path: Path = PROJECT_ROOT / "models.yaml",
+    device: str = "auto",
+) -> dict:
+    """The laptop deployment's resources; tests and benchmarks build theirs with it too."""
+    return {
+        "lancedb": LanceDBResource(uri=embeddings_uri),
+        "corpus_source": CorpusSourceResource(uri=corpus_uri, cache_dir=str(cache_dir)),
         "model_registry": ModelRegistryResource(
-            registry_path=_local_path(os.environ.get("MODEL_REGISTRY", str(PROJECT_ROOT / "models.yaml"))),
-            model_cache_dir=str(DATA_DIR / "cache"),
-            device=os.environ.get("EMBEDDING_DEVICE", "auto"),
+            registry_path=str(registry_path), model_cache_dir=str(cache_dir), device=device
         ),
         "promotion_policy": PromotionPolicyResource(
             eval_set_path=_local_path(os.environ.get("EVAL_SET", str(EVAL_SET_PATH))),
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=int(os.environ.get("KEEP_RETIRED_VERSIONS", "1")),
         ),
-    },
+    }
+
+
+resources_by_deployment = {
+    "local": local_resources(
+        corpus_uri=_local_path(os.environ.get("CORPUS_URI", "stdlib")),
+        embeddings_uri=_local_path(os.environ.get("EMBEDDINGS_URI", str(DATA_DIR / "lance"))),
+        cache_dir=DATA_DIR / "cache",
+        registry_path=Path(_local_path(os.environ.get("MODEL_REGISTRY", str(PROJECT_ROOT / "models.yaml")))),
+        device=os.environ.get("EMBEDDING_DEVICE", "auto"),
+    ),
     "prod": {
         "lancedb": LanceDBResource(uri=EnvVar("EMBEDDINGS_URI")),
         "corpus_source": CorpusSourceResource(uri=EnvVar("CORPUS_URI"), cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR")),

@@ -12,16 +12,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LANCE_LOG", "error")
 
-from embedding_assets.core.evaluation import EVAL_SET_PATH  # noqa: E402
 from embedding_assets.core.stdlib_corpus import stdlib_corpus_path  # noqa: E402
-from embedding_assets.definitions import PROJECT_ROOT, build_definitions  # noqa: E402
+from embedding_assets.definitions import PROJECT_ROOT, build_definitions, local_resources  # noqa: E402
 from gpu_ops.encoders import load_encoder  # noqa: E402
 from gpu_ops.registry import load_registry  # noqa: E402
 from partitions import shard_of  # noqa: E402
-from resources.corpus_source import CorpusSourceResource  # noqa: E402
-from resources.lance_store import LanceDBResource, LanceStore  # noqa: E402
-from resources.model_registry import ModelRegistryResource  # noqa: E402
-from resources.promotion_policy import PromotionPolicyResource  # noqa: E402
+from resources.lance_store import LanceStore  # noqa: E402
 
 MODELS_YAML = PROJECT_ROOT / "models.yaml"
 DEFAULT_VERSION = "minilm-l6-v1"
@@ -98,14 +94,7 @@ def store(lance_uri) -> LanceStore:
 
 
 def make_resources(corpus_uri: str, lance_uri: str, cache_dir: Path, registry_path: Path = MODELS_YAML) -> dict:
-    return {
-        "lancedb": LanceDBResource(uri=lance_uri),
-        "corpus_source": CorpusSourceResource(uri=corpus_uri, cache_dir=str(cache_dir)),
-        "model_registry": ModelRegistryResource(
-            registry_path=str(registry_path), model_cache_dir=str(cache_dir), device="cpu"
-        ),
-        "promotion_policy": PromotionPolicyResource(eval_set_path=str(EVAL_SET_PATH)),
-    }
+    return local_resources(corpus_uri, lance_uri, cache_dir, registry_path, device="cpu")
 
 
 @pytest.fixture

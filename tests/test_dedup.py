@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from embedding_assets.core.dedup import choose_representatives, dedup_shard
-from embedding_assets.core.minhash import MinHasher
+from embedding_assets.core.minhash import BANDS, MinHasher
 from embedding_assets.core.sources import iter_source
 from embedding_assets.core.text import content_hash, normalize_text
 from partitions import shard_of, shard_partitions
@@ -86,7 +86,7 @@ def test_near_duplicates_across_shards_exact_duplicates_and_order_independence(t
     assert all(r["representative_hash"] in self_hashes for r in rows.values())
     bands = scan(forward.table("lsh_bands"), None, ["content_hash"]).column("content_hash").to_pylist()
     assert set(bands) == {r["content_hash"] for r in rows.values()}
-    assert len(bands) == 8 * len(set(bands))
+    assert len(bands) == BANDS * len(set(bands))
 
 
 def test_rerun_writes_nothing_and_a_deleted_representative_hands_over(tmp_path, sample_records):

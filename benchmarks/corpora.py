@@ -1,0 +1,37 @@
+"""Benchmark inputs: the embedded default corpus, as records or as a JSONL source one can edit."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from embedding_assets.core.stdlib_corpus import stdlib_corpus_path
+from embedding_assets.core.text import normalize_text
+from partitions import shard_of
+
+
+def stdlib_records(cache_dir: Path) -> list[dict]:
+    return pq.read_table(stdlib_corpus_path(cache_dir)).to_pylist()
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(json.dumps({"id": r["id"], "title": r.get("title"), "text": r["text"]}) + "\n" for r in records)
+    )
+    return path
+
+
+def distinct_texts(records: list[dict], count: int, min_chars: int = 40, max_chars: int = 2000) -> list[str]:
+    """`count` distinct normalized texts, in corpus order (so every run measures the same ones)."""
+    texts = dict.fromkeys(normalize_text(r["text"]) for r in records if min_chars <= len(r["text"]) <= max_chars)
+    chosen = list(texts)[:count]
+    if len(chosen) < count:
+        raise ValueError(f"the corpus has only {len(chosen)} distinct texts of that size")
+    return chosen
+
+
+def one_shard_records(texts: list[str], shard: str = "000") -> list[dict]:
+    """The texts under ids that all fall in `shard`, so one run embeds them all."""
+    ids = (f"bench-{n}" for n in range(10_000_000))
+    return [{"id": next(i for i in ids if shard_of(i) == shard), "text": text} for text in texts]

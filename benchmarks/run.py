@@ -1,0 +1,71 @@
+"""`make bench`: every benchmark row, printed as one Markdown table and written to benchmarks/results.md.
+
+Each timing is a ratio against a baseline measured in the same run on the same data; sizes are
+flags so a bigger machine can run bigger ones.
+"""
+
+import argparse
+import os
+import platform
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import lancedb
+import torch
+
+from benchmarks import gpu, incremental, lancedb_index, memory, minhash_lsh, pipeline_overhead
+from benchmarks.table import markdown
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({model}), {accelerator}; torch {torch.__version__}, lancedb {lancedb.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows to run")
+    parser.add_argument("--documents", type=int, default=2000, help="row 1 and 7: distinct documents")
+    parser.add_argument("--change-share", type=float, default=0.01, help="row 3: share of documents edited")
+    parser.add_argument("--lsh-documents", type=int, default=100_000, help="row 4: synthetic corpus size")
+    parser.add_argument("--lance-rows", type=int, default=1_000_000, help="row 5: vectors")
+    parser.add_argument("--memory-documents", type=int, default=400, help="row 6: the smaller size (the other is 10×)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", default=".data/cache")
+    args = parser.parse_args()
+    wanted = set(args.rows.split(","))
+    cache = Path(args.cache_dir).resolve()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        work = Path(scratch)
+        steps = [
+            ("1", lambda: pipeline_overhead.run(work, cache, args.documents, args.device)),
+            ("2", lambda: incremental.run(work, cache, args.change_share)),
+            ("4", lambda: minhash_lsh.run(work, cache, args.lsh_documents)),
+            ("5", lambda: lancedb_index.run(work, args.lance_rows)),
+            ("6", lambda: memory.run(work, cache, args.memory_documents)),
+            ("7", lambda: gpu.run(work, cache, args.documents)),
+        ]
+        for key, step in steps:
+            if key in wanted or (key == "2" and "3" in wanted):
+                print(f"running row {key} …", flush=True)
+                rows += step()
+    table = markdown(rows)
+    header = f"Measured {date.today().isoformat()} on {machine()}.\n\n"
+    RESULTS.write_text(f"# Benchmarks\n\n{header}{table}\n")
+    print(f"\n{header}{table}\n\n(written to {RESULTS})")
+
+
+if __name__ == "__main__":
+    main()
