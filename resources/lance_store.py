@@ -10,6 +10,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 from dagster import ConfigurableResource
+from lancedb.index import BTree
 
 from embedding_assets.core.minhash import NUM_PERM
 
@@ -73,6 +74,12 @@ FIXED_SCHEMAS = {
     "lsh_bands": LSH_BANDS_SCHEMA,
     "quarantine": QUARANTINE_SCHEMA,
     "aliases": ALIASES_SCHEMA,
+}
+# Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
+LOOKUP_INDEXES = {
+    "documents": ("content_hash",),
+    "signatures": ("content_hash", "representative_hash"),
+    "lsh_bands": ("content_hash", "band_hash"),
 }
 # Values per `IN (...)` filter: keeps SQL strings and plans small on large shards.
 IN_LIST_SIZE = 1_000
@@ -138,6 +145,26 @@ class LanceStore:
 
     def has_table(self, name: str) -> bool:
         return name in self.table_names()
+
+    def ensure_lookup_indexes(self) -> list[str]:
+        """Create the missing scalar indexes of LOOKUP_INDEXES; returns what it created.
+
+        Best effort: shards running at once may race to create the same index, and the loser's
+        lookups simply scan until the next run.
+        """
+        created = []
+        for name, columns in LOOKUP_INDEXES.items():
+            table = self.table(name)
+            indexed = {column for index in table.list_indices() for column in index.columns}
+            for column in columns:
+                if column in indexed or not table.count_rows():
+                    continue
+                try:
+                    table.create_index(column, config=BTree())
+                    created.append(f"{name}.{column}")
+                except (RuntimeError, OSError, ValueError):
+                    continue
+        return created
 
 
 def fixed_size_lists(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -162,6 +162,7 @@ class SignatureIndex:
 
 
 def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
+    store.ensure_lookup_indexes()
     index = SignatureIndex(store, hasher)
     in_shard = f"shard = {sql_literal(shard)}"
     documents = live_documents(store, shard)

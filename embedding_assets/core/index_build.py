@@ -14,13 +14,23 @@ SCALAR_INDEXES = {"content_hash": BTree, "origin_hash": BTree, "doc_id": BTree, 
 ANN_INDEXES = {"IVF_HNSW_SQ": HnswSq, "IVF_HNSW_PQ": HnswPq, "IVF_PQ": IvfPq, "IVF_SQ": IvfSq, "IVF_FLAT": IvfFlat}
 DISTANCE = "cosine"
 ROWS_PER_IVF_PARTITION = 4_096
-# ANN candidates re-ranked with exact distances: k x this many rows read; quantization error gone.
-REFINE_FACTOR = 10
+# How readers probe an ANN index (see benchmarks/): IVF partitions visited, HNSW beam width, and
+# candidates re-ranked with exact distances (k x REFINE_FACTOR rows read, quantization error gone).
+NPROBES = 10
+EF = 150
+REFINE_FACTOR = 5
 
 
 def vector_query(table, vector, k: int):
-    """How every reader queries a version's table (search, checks): cosine, ANN refined when indexed."""
-    return table.search(vector).distance_type(DISTANCE).refine_factor(REFINE_FACTOR).limit(k)
+    """How every reader queries a version's table (search, checks); ignored by exact search."""
+    return (
+        table.search(vector)
+        .distance_type(DISTANCE)
+        .nprobes(NPROBES)
+        .ef(max(EF, k * REFINE_FACTOR))
+        .refine_factor(REFINE_FACTOR)
+        .limit(k)
+    )
 
 
 @dataclass
