@@ -31,7 +31,11 @@ ui: install
 	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: install
+# The UI tests drive Debian's chromium with Playwright (`playwright install` cannot download here).
+/usr/bin/chromium:
+	apt-get update -qq && apt-get install -y -qq chromium
+
+test: install /usr/bin/chromium
 	$(PYTHON) -m pytest
 
 bench: install

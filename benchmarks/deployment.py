@@ -4,9 +4,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster import DagsterInstance, SkipReason, build_sensor_context, instance_for_test
+from dagster import DagsterInstance, instance_for_test
 
 from embedding_assets.definitions import build_definitions, local_resources
+from embedding_assets.pipeline_runner import apply_source_changes
 from partitions import embedding_partition_key, model_version_partitions
 from resources.lance_store import LanceStore
 
@@ -32,25 +33,11 @@ class BenchDeployment:
         return {k: v.value for k, v in result.asset_materializations_for_node("embeddings")[0].metadata.items()}
 
     def apply_source_change(self) -> dict:
-        """Tick corpus_change_sensor and run what it asks, as the daemon would, until it settles."""
-        cursor, calls, runs = None, 0, 0
-        for _ in range(20):
-            context = build_sensor_context(
-                instance=self.instance, definitions=self.defs, resources=self.defs.resources, cursor=cursor
-            )
-            result = self.defs.resolve_sensor_def("corpus_change_sensor")(context)
-            if isinstance(result, SkipReason):
-                break
-            cursor = result.cursor
-            for request in result.run_requests:
-                run = self.execute(request.job_name, request.partition_key, request.tags)
-                runs += 1
-                if request.job_name == "embed_job":
-                    calls += run.asset_materializations_for_node("embeddings")[0].metadata["model_calls"].value
-            if not result.run_requests and "batch" not in cursor:
-                break
+        """The change through corpus_change_sensor, as in production, then the version's index."""
+        _, runs = apply_source_changes(self.defs, self.instance)
         self.execute("index_job", DEFAULT_VERSION)
-        return {"model_calls": calls, "runs": runs}
+        calls = sum(run.metadata.get("model_calls", 0) for run in runs if run.job_name == "embed_job")
+        return {"model_calls": calls, "runs": len(runs)}
 
 
 def temporary_deployment(corpus_path: Path, cache_dir: Path):

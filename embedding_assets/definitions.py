@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster_aws.s3 import S3Resource
 
 from embedding_assets.alias_jobs import retention_job, rollback_job
 from embedding_assets.checks import index_checks
@@ -16,11 +17,13 @@ from embedding_assets.core.evaluation import EVAL_SET_PATH
 from embedding_assets.corpus import corpus
 from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
+from embedding_assets.export import parquet_export
 from embedding_assets.index import lance_index, live_index
 from gpu_ops.launch import GpuLaunchSettings
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
+from resources.parquet_export import ParquetExportResource
 from resources.promotion_policy import PromotionPolicyResource
 from sensors.automation import build_automation_sensors
 from sensors.corpus_change import corpus_change_sensor
@@ -35,6 +38,10 @@ def _local_path(value: str) -> str:
     return value if value == "stdlib" or "://" in value else os.path.abspath(value)
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
 def local_resources(
     corpus_uri: str,
     embeddings_uri: str,
@@ -42,10 +49,20 @@ def local_resources(
     registry_path: Path = PROJECT_ROOT / "models.yaml",
     device: str = "auto",
 ) -> dict:
-    """The laptop deployment's resources; tests and benchmarks build theirs with it too."""
+    """The laptop deployment's resources; tests and benchmarks build theirs with it too.
+
+    S3 (for s3:// URIs) follows the standard AWS variables: AWS_ENDPOINT_URL, AWS_REGION,
+    AWS_ALLOW_HTTP, and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY read by boto3 and LanceDB.
+    """
+    s3 = S3Resource(endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), region_name=os.environ.get("AWS_REGION"))
     return {
-        "lancedb": LanceDBResource(uri=embeddings_uri),
-        "corpus_source": CorpusSourceResource(uri=corpus_uri, cache_dir=str(cache_dir)),
+        "lancedb": LanceDBResource(
+            uri=embeddings_uri,
+            aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""),
+            aws_region=os.environ.get("AWS_REGION", ""),
+            aws_allow_http=_flag("AWS_ALLOW_HTTP"),
+        ),
+        "corpus_source": CorpusSourceResource(uri=corpus_uri, cache_dir=str(cache_dir), s3=s3),
         "model_registry": ModelRegistryResource(
             registry_path=str(registry_path), model_cache_dir=str(cache_dir), device=device
         ),
@@ -53,6 +70,9 @@ def local_resources(
             eval_set_path=_local_path(os.environ.get("EVAL_SET", str(EVAL_SET_PATH))),
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=int(os.environ.get("KEEP_RETIRED_VERSIONS", "1")),
+        ),
+        "export_target": ParquetExportResource(
+            uri=os.environ.get("EXPORT_URI") or f"{embeddings_uri.rstrip('/').rsplit('/', 1)[0]}/exports", s3=s3
         ),
     }
 
@@ -66,8 +86,17 @@ resources_by_deployment = {
         device=os.environ.get("EMBEDDING_DEVICE", "auto"),
     ),
     "prod": {
-        "lancedb": LanceDBResource(uri=EnvVar("EMBEDDINGS_URI")),
-        "corpus_source": CorpusSourceResource(uri=EnvVar("CORPUS_URI"), cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR")),
+        "lancedb": LanceDBResource(
+            uri=EnvVar("EMBEDDINGS_URI"),
+            aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""),
+            aws_region=EnvVar("AWS_REGION"),
+            aws_allow_http=_flag("AWS_ALLOW_HTTP"),
+        ),
+        "corpus_source": CorpusSourceResource(
+            uri=EnvVar("CORPUS_URI"),
+            cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR"),
+            s3=S3Resource(region_name=EnvVar("AWS_REGION")),
+        ),
         "model_registry": ModelRegistryResource(
             registry_path=EnvVar("MODEL_REGISTRY"),
             model_cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR"),
@@ -78,6 +107,9 @@ resources_by_deployment = {
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=EnvVar.int("KEEP_RETIRED_VERSIONS"),
         ),
+        "export_target": ParquetExportResource(
+            uri=EnvVar("EXPORT_URI"), s3=S3Resource(region_name=EnvVar("AWS_REGION"))
+        ),
     },
 }
 
@@ -86,14 +118,15 @@ dedup_job = define_asset_job("dedup_job", selection=AssetSelection.assets(dedup_
 embed_job = define_asset_job("embed_job", selection=AssetSelection.assets(embeddings))
 index_job = define_asset_job("index_job", selection=AssetSelection.assets(lance_index))
 live_index_job = define_asset_job("live_index_job", selection=AssetSelection.assets(live_index))
+export_job = define_asset_job("export_job", selection=AssetSelection.assets(parquet_export))
 
 
 def build_definitions(resources: dict) -> Definitions:
     """The project's graph bound to `resources`; tests bind it to temporary folders."""
     return Definitions(
-        assets=[corpus, dedup_signatures, embeddings, lance_index, live_index],
+        assets=[corpus, dedup_signatures, embeddings, lance_index, live_index, parquet_export],
         asset_checks=index_checks,
-        jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job, rollback_job, retention_job],
+        jobs=[corpus_job, dedup_job, embed_job, index_job, live_index_job, export_job, rollback_job, retention_job],
         sensors=[model_registry_sensor, corpus_change_sensor, *build_automation_sensors(GpuLaunchSettings.from_env())],
         resources=resources,
     )

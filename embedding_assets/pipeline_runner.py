@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions, SkipReason, build_sensor_context
 
 from partitions import embedding_partition_key, model_version_partitions, shard_partitions
 
@@ -99,6 +99,9 @@ def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[st
         say(f"index and checks: {version}")
         result = execute("index_job", version, raise_on_error=False)
         counter["rows"] = int(_metadata(result, "lance_index").get("dagster/row_count", 0) or 0)
+        counter["exported_rows"] = int(
+            _metadata(execute("export_job", version), "parquet_export").get("dagster/row_count", 0)
+        )
         for evaluation in result.get_asset_check_evaluations():
             report.checks.append(
                 CheckReport(
@@ -118,3 +121,39 @@ def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[st
         report.live_error = failure.event_specific_data.error.message if failure else "live_index failed"
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass
+class ExecutedRun:
+    job_name: str
+    partition_key: str
+    metadata: dict
+
+
+RUN_ASSET = {"corpus_job": "corpus", "dedup_job": "dedup_signatures", "embed_job": "embeddings"}
+
+
+def apply_source_changes(
+    defs: Definitions, instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 20
+) -> tuple[str | None, list[ExecutedRun]]:
+    """What the daemon does with `corpus_change_sensor`, in-process: tick it and run what it asks
+    for, until it settles. Returns the sensor's cursor and the runs made."""
+    executed: list[ExecutedRun] = []
+    for _ in range(max_ticks):
+        with build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources, cursor=cursor
+        ) as context:
+            result = defs.resolve_sensor_def("corpus_change_sensor")(context)
+        if isinstance(result, SkipReason):
+            return cursor, executed
+        cursor = result.cursor
+        for request in result.run_requests:
+            run = defs.resolve_job_def(request.job_name).execute_in_process(
+                partition_key=request.partition_key, tags=request.tags, instance=instance
+            )
+            executed.append(
+                ExecutedRun(request.job_name, str(request.partition_key), _metadata(run, RUN_ASSET[request.job_name]))
+            )
+        if not result.run_requests and "batch" not in (cursor or ""):
+            return cursor, executed
+    raise RuntimeError(f"corpus_change_sensor did not settle in {max_ticks} ticks")

@@ -217,10 +217,25 @@ def delete_in(table, column: str, values: Iterable[str], where: str | None = Non
     return deleted
 
 
+def s3_storage_options(endpoint_url: str = "", region: str = "", allow_http: bool = False) -> dict[str, str]:
+    """LanceDB's object-store settings for an S3 (or S3-compatible) endpoint.
+
+    Credentials are not passed: LanceDB, like boto3, reads AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (or a role) itself, so no secret travels through this code.
+    """
+    options = {"aws_endpoint": endpoint_url, "aws_region": region, "allow_http": "true" if allow_http else ""}
+    return {key: value for key, value in options.items() if value}
+
+
 class LanceDBResource(ConfigurableResource):
     """The LanceDB database holding documents, signatures, vectors, quarantine and aliases."""
 
     uri: str
+    # For s3:// URIs: the standard AWS_ENDPOINT_URL, AWS_REGION and AWS_ALLOW_HTTP settings.
+    aws_endpoint_url: str = ""
+    aws_region: str = ""
+    aws_allow_http: bool = False
 
     def store(self) -> LanceStore:
-        return LanceStore(self.uri)
+        options = s3_storage_options(self.aws_endpoint_url, self.aws_region, self.aws_allow_http)
+        return LanceStore(self.uri, options if self.uri.startswith("s3://") else None)

@@ -14,6 +14,7 @@ def test_definitions_load_with_every_asset_check_and_job():
         "embeddings",
         "lance_index",
         "live_index",
+        "parquet_export",
     }
     checks = {key.name for key in graph.asset_check_keys if key.asset_key == AssetKey("lance_index")}
     assert checks == {
@@ -33,6 +34,7 @@ def test_definitions_load_with_every_asset_check_and_job():
         "live_index_job",
         "rollback_job",
         "retention_job",
+        "export_job",
     }
     sensors = {sensor.name for sensor in defs.sensors}
     assert sensors == {
@@ -41,7 +43,7 @@ def test_definitions_load_with_every_asset_check_and_job():
         "embedding_backfill_sensor",
         "index_and_promotion_sensor",
     }
-    assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry", "promotion_policy"}
+    assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry", "promotion_policy", "export_target"}
 
 
 def test_dagster_definitions_validate_passes():

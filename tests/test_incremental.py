@@ -2,38 +2,20 @@
 
 import numpy as np
 import pytest
-from dagster import SkipReason, build_sensor_context, instance_for_test
+from dagster import instance_for_test
 
 from embedding_assets.core.text import content_hash, normalize_text
 from embedding_assets.definitions import build_definitions
-from embedding_assets.pipeline_runner import run_pipeline
+from embedding_assets.pipeline_runner import apply_source_changes, run_pipeline
 from partitions import shard_of
 from resources.lance_store import LanceStore, scan
 
 from .conftest import DEFAULT_VERSION, make_resources, near_duplicate_pair, write_jsonl
 
 
-def drive(defs, instance, cursor=None, ticks=10):
-    """Tick the sensor and run what it asks for, as the daemon would, until it settles."""
-    executed = []
-    for _ in range(ticks):
-        context = build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=cursor)
-        result = defs.resolve_sensor_def("corpus_change_sensor")(context)
-        if isinstance(result, SkipReason):
-            return cursor, executed
-        cursor = result.cursor
-        for request in result.run_requests:
-            run = defs.resolve_job_def(request.job_name).execute_in_process(
-                partition_key=request.partition_key, tags=request.tags, instance=instance
-            )
-            asset = {"corpus_job": "corpus", "dedup_job": "dedup_signatures", "embed_job": "embeddings"}[
-                request.job_name
-            ]
-            metadata = run.asset_materializations_for_node(asset)[0].metadata
-            executed.append((request.job_name, str(request.partition_key), {k: v.value for k, v in metadata.items()}))
-        if not result.run_requests and "batch" not in (cursor or ""):
-            return cursor, executed
-    raise AssertionError("the sensor did not settle")
+def drive(defs, instance, cursor=None):
+    cursor, runs = apply_source_changes(defs, instance, cursor)
+    return cursor, [(run.job_name, run.partition_key, run.metadata) for run in runs]
 
 
 @pytest.fixture

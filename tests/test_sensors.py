@@ -39,12 +39,14 @@ class Tick:
     """One sensor evaluation, with the lines it logged (what the UI shows on the tick)."""
 
     def __init__(self, defs, instance, cursor=None):
-        context = build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=cursor)
         self.lines: list[str] = []
         handler = logging.Handler()
         handler.emit = lambda record: self.lines.append(f"{record.levelname}: {record.getMessage()}")
-        context.log.addHandler(handler)
-        self.result = defs.resolve_sensor_def("model_registry_sensor")(context)
+        with build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources, cursor=cursor
+        ) as context:
+            context.log.addHandler(handler)
+            self.result = defs.resolve_sensor_def("model_registry_sensor")(context)
         requests = self.result.dynamic_partitions_requests
         self.added = [k for r in requests if isinstance(r, AddDynamicPartitionsRequest) for k in r.partition_keys]
         self.deleted = [k for r in requests if isinstance(r, DeleteDynamicPartitionsRequest) for k in r.partition_keys]

@@ -9,6 +9,7 @@ corpus stage must not treat absent documents as deleted.
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,12 @@ class SourceRejection:
 SourceRecord = SourceDocument | SourceRejection
 
 
-def source_fingerprint(uri: str) -> str:
-    """Changes whenever the source may have changed: cheap (file sizes and times), read on every tick."""
+def source_fingerprint(uri: str, s3_client=None) -> str:
+    """Changes whenever the source may have changed: cheap (sizes, times, ETags), read on every tick."""
     if uri == "stdlib":
         return STDLIB_SOURCE_URI
+    if uri.startswith("s3://"):
+        return s3_fingerprint(uri, s3_client)
     path = Path(uri)
     if not path.exists():
         return "missing"
@@ -63,13 +66,15 @@ def describe_source(uri: str) -> str:
     return STDLIB_SOURCE_URI if uri == "stdlib" else uri
 
 
-def iter_source(uri: str, cache_dir: Path, shard: str | None = None) -> Iterator[SourceRecord]:
+def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=None) -> Iterator[SourceRecord]:
     """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None).
 
     A rejection of the whole source goes to every shard: none may then treat absence as deletion.
     """
     if uri == "stdlib":
         records = _iter_parquet(stdlib_corpus_path(cache_dir), STDLIB_SOURCE_URI)
+    elif uri.startswith("s3://"):
+        records = _iter_s3(uri, s3_client, shard)
     else:
         path = Path(uri)
         if not path.exists():
@@ -103,12 +108,14 @@ def _iter_directory(root: Path, shard: str | None) -> Iterator[SourceRecord]:
             yield _decode(path.read_bytes(), doc_id, str(path))
 
 
-def _iter_jsonl(path: Path) -> Iterator[SourceRecord]:
+def _iter_jsonl(path: Path, name: str | None = None) -> Iterator[SourceRecord]:
+    """Records of a JSONL file; `name` is how to cite it (its S3 URI when downloaded)."""
+    name = name or str(path)
     first_line_of: dict[str, int] = {}
     with path.open("rb") as lines:
         for number, raw_line in enumerate(lines, start=1):
-            where = f"{path}:{number}"
-            line_id = f"{path.name}:line-{number}"
+            where = f"{name}:{number}"
+            line_id = f"{name.rsplit('/', 1)[-1]}:line-{number}"
             if not raw_line.strip():
                 continue
             try:
@@ -127,7 +134,7 @@ def _iter_jsonl(path: Path) -> Iterator[SourceRecord]:
                 continue
             doc_id = str(record["id"])
             title = record.get("title")
-            yield SourceDocument(doc_id, record["text"], str(title) if title is not None else None, str(path))
+            yield SourceDocument(doc_id, record["text"], str(title) if title is not None else None, name)
 
 
 def _record_problem(doc_id, text, fallback_id: str, where: str, first_line_of: dict[str, int], position: int):
@@ -147,11 +154,12 @@ def _record_problem(doc_id, text, fallback_id: str, where: str, first_line_of: d
 def _iter_parquet(path: Path, source_uri: str) -> Iterator[SourceRecord]:
     parquet = pq.ParquetFile(path)
     missing = [column for column in REQUIRED_COLUMNS if column not in parquet.schema_arrow.names]
+    name = source_uri.rsplit("/", 1)[-1]
     if missing:
-        yield SourceRejection(
-            path.name, "missing_columns", f"{path} lacks column(s) {', '.join(missing)}", source_uri, whole_source=True
-        )
+        detail = f"{source_uri} lacks column(s) {', '.join(missing)}"
+        yield SourceRejection(name, "missing_columns", detail, source_uri, whole_source=True)
         return
+
     columns = [*REQUIRED_COLUMNS, *(["title"] if "title" in parquet.schema_arrow.names else [])]
     first_row_of: dict[str, int] = {}
     position = 0
@@ -162,5 +170,39 @@ def _iter_parquet(path: Path, source_uri: str) -> Iterator[SourceRecord]:
         for doc_id, text, title in zip(ids, texts, titles):
             position += 1
             where = f"{source_uri}#row-{position}"
-            rejection = _record_problem(doc_id, text, f"{path.name}:row-{position}", where, first_row_of, position)
+            rejection = _record_problem(doc_id, text, f"{name}:row-{position}", where, first_row_of, position)
             yield rejection or SourceDocument(doc_id, text, title, source_uri)
+
+
+def _s3_objects(uri: str, client) -> tuple[str, str, list[dict]]:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return bucket, prefix, sorted((item for page in pages for item in page.get("Contents", [])), key=lambda o: o["Key"])
+
+
+def _iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
+    """An s3:// prefix read like a directory (.txt/.md files, id = key below the prefix), plus any
+    .jsonl or .parquet objects in it, each read like a local file of that kind."""
+    if client is None:
+        raise ValueError(f"CORPUS_URI {uri!r} is on S3 but no S3 client was configured")
+    bucket, prefix, objects = _s3_objects(uri, client)
+    if not objects:
+        raise FileNotFoundError(f"CORPUS_URI {uri!r}: no object under that prefix")
+    for item in objects:
+        key = item["Key"]
+        name = f"s3://{bucket}/{key}"
+        doc_id = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
+        if key.endswith(TEXT_FILE_SUFFIXES):
+            if shard is None or shard_of(doc_id) == shard:
+                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                yield _decode(body, doc_id, name)
+        elif key.endswith((".jsonl", ".parquet")):
+            with tempfile.TemporaryDirectory() as scratch:
+                local = Path(scratch) / key.rsplit("/", 1)[-1]
+                client.download_file(bucket, key, str(local))
+                yield from _iter_jsonl(local, name) if key.endswith(".jsonl") else _iter_parquet(local, name)
+
+
+def s3_fingerprint(uri: str, client) -> str:
+    _, _, objects = _s3_objects(uri, client)
+    return hashlib.sha256("".join(f"{o['Key']}\0{o['ETag']}\0{o['Size']}\n" for o in objects).encode()).hexdigest()

@@ -1,0 +1,60 @@
+"""Parquet exports of a version's vectors with their provenance, for teams that read files.
+
+Written batch by batch from a pinned table version (memory stays flat whatever the table's
+size) as `<prefix>/<model_version>/YYYY-MM/batch-NNNN.parquet`, then a `manifest.json` naming
+exactly the files of this export: readers go by the manifest.
+"""
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from resources.lance_store import LanceStore, scan_batches
+
+BATCH_ROWS = 50_000
+
+
+@dataclass
+class ExportResult:
+    files: list[str]
+    rows: int
+    manifest: str
+    table_version: int
+
+
+def export_version(
+    store: LanceStore,
+    model_version: str,
+    put: Callable[[str, bytes], None],
+    prefix: str,
+    now: datetime,
+    batch_rows: int = BATCH_ROWS,
+) -> ExportResult:
+    table = store.open_embeddings_table(model_version)
+    version = table.version
+    table.checkout(version)
+    base = f"{prefix.rstrip('/')}/{model_version}/{now:%Y-%m}"
+    files, rows = [], 0
+    for number, batch in enumerate(scan_batches(table, None, None, batch_rows)):
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_batches([batch]), buffer, compression="zstd")
+        key = f"{base}/batch-{number:04d}.parquet"
+        put(key, buffer.getvalue())
+        files.append(key)
+        rows += batch.num_rows
+    manifest = {
+        "model_version": model_version,
+        "table_version": version,
+        "exported_at": now.isoformat(),
+        "rows": rows,
+        "files": files,
+        "schema": table.schema.to_string(),
+    }
+    manifest_key = f"{base}/manifest.json"
+    put(manifest_key, json.dumps(manifest, indent=2).encode())
+    return ExportResult(files, rows, manifest_key, version)
