@@ -216,3 +216,14 @@ def test_corpus_asset_reports_its_counts_through_materialize(tmp_path, cache_dir
             for key in totals:
                 totals[key] += metadata[key].value
     assert totals == {"dagster/row_count": 40, "quarantined": 1}
+
+
+def test_recall_counts_ties_at_the_kth_distance_as_hits():
+    from embedding_assets.core.index_checks import recall_with_ties
+
+    exact = [0.0, 0.0, 0.1, 0.2]
+    assert recall_with_ties([0.0, 0.0, 0.1, 0.2], exact) == 1.0
+    # Another row at the same distance as the 4th neighbour is just as right.
+    assert recall_with_ties([0.0, 0.1, 0.0, 0.2], exact) == 1.0
+    assert recall_with_ties([0.0, 0.0, 0.1, 0.35], exact) == 0.75
+    assert recall_with_ties([], []) == 1.0
