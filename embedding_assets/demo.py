@@ -28,6 +28,7 @@ def summary(report: PipelineReport) -> str:
             f"  reused             exact {counter['reused_exact_dup']:,}, near {counter['reused_near_dup']:,}, "
             f"cache {counter['reused_cache']:,}",
             f"  quarantined        {counter['quarantined']:,}",
+            f"  exported           {counter['exported_rows']:,} rows as Parquet (parquet_export)",
         ]
         for check in (c for c in report.checks if c.model_version == version):
             lines.append(f"  check {check.name:<28} {check.verdict}  {check.description}")
