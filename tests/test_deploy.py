@@ -1,6 +1,7 @@
 """The production instance configs, and the whole graph on the real PostgreSQL at 127.0.0.1:5432."""
 
 import importlib
+import shutil
 import uuid
 from pathlib import Path
 
@@ -68,7 +69,11 @@ def test_the_whole_graph_on_postgres_is_read_back_by_a_fresh_instance(
 ):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", sample_records[:60])
     defs = build_definitions(make_resources(str(corpus), str(tmp_path / "lance"), cache_dir))
-    instance = DagsterInstance.from_config(str(DEPLOY))
+    # The production config in a home of its own, so compute logs land in tmp_path, not in deploy/.
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DEPLOY / "dagster.yaml", home)
+    instance = DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         report = run_pipeline(defs, instance, say=lambda _: None)
@@ -76,7 +81,7 @@ def test_the_whole_graph_on_postgres_is_read_back_by_a_fresh_instance(
     finally:
         instance.dispose()
 
-    fresh = DagsterInstance.from_config(str(DEPLOY))
+    fresh = DagsterInstance.from_config(str(home))
     try:
         runs = fresh.get_runs()
         # corpus, dedup and embeddings per shard; index and export per version; live_index.
