@@ -30,6 +30,7 @@ def corpus(
             "unchanged": stats.unchanged,
             "quarantined": stats.quarantined,
             "quarantine_reasons": dict(stats.quarantine_reasons),
+            "modalities": dict(stats.modalities),
             "source": corpus_source.describe(),
             "source_complete": stats.source_complete,
             "table_uri": f"{lancedb.uri}/documents.lance",

@@ -14,6 +14,7 @@ from dagster_aws.s3 import S3Resource
 from embedding_assets.alias_jobs import retention_job, rollback_job
 from embedding_assets.checks import index_checks
 from embedding_assets.core.evaluation import EVAL_SET_PATH
+from embedding_assets.core.sources import EMBEDDED_CORPORA
 from embedding_assets.corpus import corpus
 from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
@@ -34,8 +35,8 @@ DATA_DIR = Path(os.environ.get("EMBEDDINGS_DATA_DIR", PROJECT_ROOT / ".data"))
 
 
 def _local_path(value: str) -> str:
-    """Paths given relative to where the command runs; `stdlib` and URIs pass through."""
-    return value if value == "stdlib" or "://" in value else os.path.abspath(value)
+    """Paths given relative to where the command runs; the embedded corpora's names and URIs pass through."""
+    return value if value in EMBEDDED_CORPORA or "://" in value else os.path.abspath(value)
 
 
 def _flag(name: str) -> bool:
@@ -77,14 +78,19 @@ def local_resources(
     }
 
 
-resources_by_deployment = {
-    "local": local_resources(
+def local_resources_from_env() -> dict:
+    """The local deployment as the environment sets it: the pipeline and the serving API share it."""
+    return local_resources(
         corpus_uri=_local_path(os.environ.get("CORPUS_URI", "stdlib")),
         embeddings_uri=_local_path(os.environ.get("EMBEDDINGS_URI", str(DATA_DIR / "lance"))),
         cache_dir=DATA_DIR / "cache",
         registry_path=Path(_local_path(os.environ.get("MODEL_REGISTRY", str(PROJECT_ROOT / "models.yaml")))),
         device=os.environ.get("EMBEDDING_DEVICE", "auto"),
-    ),
+    )
+
+
+resources_by_deployment = {
+    "local": local_resources_from_env(),
     "prod": {
         "lancedb": LanceDBResource(
             uri=EnvVar("EMBEDDINGS_URI"),

@@ -8,6 +8,9 @@ from embedding_assets.pipeline_runner import PipelineReport, run_pipeline
 from embedding_assets.search import format_hits, search_live
 
 SAMPLE_QUERY = "How do I parse a JSON string into a Python object?"
+# On the image corpus, a caption: the offline CLIP has random weights, so only its wiring can be shown
+# (the query's text vector is the caption row's own, and that row leads to its image).
+SAMPLE_QUERIES = {"skimage": "Chelsea the cat."}
 
 
 def summary(report: PipelineReport) -> str:
@@ -28,6 +31,7 @@ def summary(report: PipelineReport) -> str:
             f"  reused             exact {counter['reused_exact_dup']:,}, near {counter['reused_near_dup']:,}, "
             f"cache {counter['reused_cache']:,}",
             f"  quarantined        {counter['quarantined']:,}",
+            f"  skipped (modality) {counter['skipped_modality']:,}",
             f"  exported           {counter['exported_rows']:,} rows as Parquet (parquet_export)",
         ]
         for check in (c for c in report.checks if c.model_version == version):
@@ -46,8 +50,9 @@ def main() -> None:
     report = run_pipeline(defs, instance)
     print(summary(report))
     if report.live_version:
-        version, hits = search_live(defs, SAMPLE_QUERY)
-        print(f"\nTop 5 for {SAMPLE_QUERY!r} on live ({version}):\n{format_hits(hits)}")
+        query = SAMPLE_QUERIES.get(defs.resources["corpus_source"].uri, SAMPLE_QUERY)
+        version, hits = search_live(defs, query)
+        print(f"\nTop 5 for {query!r} on live ({version}):\n{format_hits(hits)}")
     print(
         f"\nDagster instance: {os.environ.get('DAGSTER_HOME')}\n"
         "Open the UI with `make ui` (http://127.0.0.1:3000): runs, materializations, partitions and check results.\n"

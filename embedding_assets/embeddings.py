@@ -54,6 +54,8 @@ def embeddings(
     )
     if stats.undeduplicated:
         context.log.warning(f"{stats.undeduplicated} documents had no current signature: materialize dedup_signatures")
+    if stats.skipped_modality:
+        context.log.info(f"{model_version} embeds text only: {stats.skipped_modality} images without text skipped")
     context.log.info(
         f"{model_version} shard {shard}: {stats.model_calls} model calls, {stats.vectors_written} vectors written, "
         f"{stats.up_to_date} up to date, {stats.quarantined} quarantined"
@@ -64,6 +66,8 @@ def embeddings(
             "dagster/row_count": stats.documents,
             "model_calls": stats.model_calls,
             "windows_encoded": stats.windows_encoded,
+            "images_encoded": stats.images_encoded,
+            "skipped_modality": stats.skipped_modality,
             "batches": stats.batches,
             "tokens": stats.tokens,
             "vectors_written": stats.vectors_written,
@@ -81,5 +85,7 @@ def embeddings(
             "oom_backoffs": stats.encoder.backoffs if stats.encoder else 0,
             "table": embeddings_table_name(model_version),
             "table_version": table.version,
+            # A hosted model's requests, retries, billed tokens and estimated cost.
+            **(stats.encoder.usage_metadata() if hasattr(stats.encoder, "usage_metadata") else {}),
         }
     )

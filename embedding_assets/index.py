@@ -100,7 +100,7 @@ def live_index(
     decision = decide_promotion(
         store,
         model_registry.loaded(candidate),
-        model_registry.loaded(live) if live in registry.specs else None,
+        lambda: model_registry.loaded(live) if live in registry.specs else None,
         promotion_policy.eval_set(),
         promotion_policy.recall_tolerance,
         config.force,

@@ -4,7 +4,7 @@ The same code runs on CUDA (fp16 by default), Apple MPS and CPU; the device is c
 automatically unless configured.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,9 @@ class EncodedBatch:
     vectors: np.ndarray
     batches: int
     tokens: int
+    # index -> (reason, detail) of inputs the model refused (a hosted provider's 4xx): their rows
+    # hold no vector and the documents go to quarantine.
+    failures: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 class SentenceTransformerEncoder:
@@ -117,4 +120,12 @@ def load_encoder(
 ):
     if spec.backend == "sentence-transformers":
         return SentenceTransformerEncoder(spec, cache_dir, device, token_budget, max_batch_items)
+    if spec.backend == "open_clip":
+        from gpu_ops.clip_encoder import OpenClipEncoder
+
+        return OpenClipEncoder(spec, cache_dir, device, token_budget, max_batch_items)
+    if spec.backend == "openai":
+        from gpu_ops.hosted_encoder import HostedEncoder
+
+        return HostedEncoder(spec)
     raise ValueError(f"model {spec.key}: no encoder for backend {spec.backend!r}")

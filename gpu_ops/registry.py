@@ -12,12 +12,27 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gpu_ops.model_sources import resolve_model_source
 
 VERSION_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-BACKENDS = ("sentence-transformers",)
+ENVIRONMENT_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# How a hosted model is called, not what it returns: editable under the same key.
+CALL_SETTINGS = frozenset(
+    {
+        "api_key_env",
+        "price_per_1k_tokens",
+        "max_request_items",
+        "max_request_tokens",
+        "max_concurrent_requests",
+        "max_retries",
+        "request_timeout_s",
+    }
+)
+# Fields added for newer backends: they count in a fingerprint once set, so fingerprints
+# recorded before they existed still match.
+LATER_OPTIONAL_FIELDS = ("model_config_path", "base_url", "dimensions")
 
 
 class ModelSpec(BaseModel):
@@ -26,11 +41,16 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
-    backend: Literal["sentence-transformers"]
+    backend: Literal["sentence-transformers", "open_clip", "openai"]
+    # sentence-transformers: the model's name; open_clip: the architecture (e.g. ViT-B-32);
+    # openai: the provider's model name (e.g. text-embedding-3-large).
     model_id: str
-    source: str
+    # sentence-transformers: a folder, `package:` or `split-zip:`; open_clip: a pretrained tag
+    # or a local checkpoint path; openai: unused (see base_url).
+    source: str = ""
     revision: str = "1"
-    modality: Literal["text"] = "text"
+    # text: embeds texts only (image rows are skipped); multimodal: texts and images in one space.
+    modality: Literal["text", "multimodal"] = "text"
     dim: int = Field(gt=0)
     max_tokens: int = Field(gt=8, description="the model window, special tokens included")
     window_overlap: int = Field(default=32, ge=0)
@@ -39,6 +59,20 @@ class ModelSpec(BaseModel):
     )
     normalize: bool = True
     dtype: Literal["auto", "float32", "float16"] = "auto"
+    # open_clip only: an open_clip model config (JSON) in the repo, registered before loading, for
+    # architectures open_clip does not ship (the small test model).
+    model_config_path: str | None = None
+    # openai only: the OpenAI-compatible endpoint, the key's environment variable (never the key),
+    # the output width asked for, the price, and the provider's limits.
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    dimensions: int | None = Field(default=None, gt=0)
+    price_per_1k_tokens: float = Field(default=0.0, ge=0)
+    max_request_items: int = Field(default=2048, gt=0)
+    max_request_tokens: int = Field(default=300_000, gt=0)
+    max_concurrent_requests: int = Field(default=4, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("key")
     @classmethod
@@ -46,6 +80,25 @@ class ModelSpec(BaseModel):
         if not VERSION_KEY.match(key):
             raise ValueError(f"{key!r} is not a slug ([a-z0-9][a-z0-9._-]*): it names a partition and a LanceDB table")
         return key
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "ModelSpec":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("an openai model needs base_url (the OpenAI-compatible endpoint)")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {self.base_url!r} is not an http(s) URL")
+        if self.backend == "openai" and self.modality != "text":
+            raise ValueError("an openai model embeds texts only: modality must be text")
+        if not ENVIRONMENT_VARIABLE.match(self.api_key_env):
+            # Refused without echoing it: a value that is no variable name may be the key itself.
+            raise ValueError("api_key_env must name an environment variable that holds the key, not the key")
+        if self.backend != "openai" and not self.source:
+            raise ValueError(f"a {self.backend} model needs source (where its weights are)")
+        if self.backend == "open_clip" and self.modality != "multimodal":
+            raise ValueError("an open_clip model embeds images and texts in one space: modality must be multimodal")
+        if self.dimensions is not None and self.dimensions != self.dim:
+            raise ValueError(f"dimensions {self.dimensions} asks the provider for a width other than dim {self.dim}")
+        return self
 
     @property
     def window_tokens(self) -> int:
@@ -61,7 +114,11 @@ class ModelSpec(BaseModel):
 
     def fingerprint(self) -> str:
         """Everything that shapes this version's vectors: an edit of any of it needs a new key."""
-        shaping = self.model_dump(exclude={"key", "model_id"})
+        unset = {name for name in LATER_OPTIONAL_FIELDS if getattr(self, name) is None}
+        shaping = self.model_dump(exclude={"key", "model_id", *CALL_SETTINGS, *unset})
+        if self.backend == "openai":
+            # The provider's model name is what picks the weights.
+            shaping["model_id"] = self.model_id
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,8 @@ from embedding_assets.core.sources import SourceRecord, describe_source, iter_so
 
 
 class CorpusSourceResource(ConfigurableResource):
-    """`stdlib` (the embedded Python documentation), a directory, a JSONL or Parquet file, or an s3:// prefix."""
+    """`stdlib` (the embedded Python documentation), `skimage` (the embedded photographs), a directory,
+    a JSONL or Parquet file, or an s3:// prefix."""
 
     uri: str = "stdlib"
     cache_dir: str

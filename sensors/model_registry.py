@@ -7,6 +7,7 @@ Malformed entries are refused with their reason in the tick's log; the others pr
 """
 
 import json
+from statistics import fmean
 
 from dagster import (
     DefaultSensorStatus,
@@ -18,11 +19,33 @@ from dagster import (
 from dagster._core.execution.backfill import BulkActionStatus
 
 from embedding_assets.core.aliases import current_alias
+from embedding_assets.core.documents import LIVE
+from gpu_ops.hosted_encoder import backfill_cost_usd, estimated_token_count
+from gpu_ops.registry import ModelSpec
 from partitions import model_version_partitions
-from resources.lance_store import LanceDBResource
+from resources.lance_store import LanceDBResource, LanceStore
 from resources.model_registry import ModelRegistryResource
 
 PENDING_BACKFILL_STATUSES = (BulkActionStatus.REQUESTED,)
+# Documents whose tokens are counted to estimate a hosted backfill's cost.
+COST_SAMPLE_DOCUMENTS = 1_000
+
+
+def backfill_cost_estimate(store: LanceStore, spec: ModelSpec) -> str:
+    """What embedding the corpus with a hosted version will cost, said before its backfill starts.
+
+    The seed formula, documents x tokens per document / 1000 x price, with tokens per document
+    estimated on a sample; an upper bound, since duplicates reuse a representative's vector.
+    """
+    documents = store.table("documents")
+    count = documents.count_rows(LIVE)
+    sample = documents.search().where(LIVE).select(["text"]).limit(COST_SAMPLE_DOCUMENTS).to_arrow()
+    per_document = fmean(map(estimated_token_count, sample.column("text").to_pylist())) if count else 0.0
+    cost = backfill_cost_usd(count, per_document, spec.price_per_1k_tokens)
+    return (
+        f"{spec.key}: estimated backfill cost ${cost:,.4f} = {count:,} documents x {per_document:,.1f} tokens "
+        f"per document / 1000 x ${spec.price_per_1k_tokens} per 1k tokens (less where duplicates reuse vectors)"
+    )
 
 
 def _cancel_backfills_of(context: SensorEvaluationContext, model_version: str) -> int:
@@ -64,7 +87,8 @@ def model_registry_sensor(
 
     partitions = set(context.instance.get_dynamic_partitions(model_version_partitions.name))
     added = [key for key in registry.specs if key not in partitions]
-    live = current_alias(lancedb.store())
+    store = lancedb.store()
+    live = current_alias(store)
     gone = sorted(partitions - registry.specs.keys() - registry.invalid_keys)
     if live and live.model_version in gone:
         context.log.error(f"{live.model_version} is live: promote another version before removing it from the registry")
@@ -74,6 +98,8 @@ def model_registry_sensor(
         context.log.info(f"retired {key}: partition removed, {canceled} pending backfill(s) canceled; its table stays")
     for key in added:
         context.log.info(f"registered {key}: partition added; every shard will be backfilled on the GPU queue")
+        if registry.specs[key].backend == "openai":
+            context.log.info(backfill_cost_estimate(store, registry.specs[key]))
 
     requests = []
     if added:

@@ -21,6 +21,9 @@ from resources.lance_store import LanceStore  # noqa: E402
 
 MODELS_YAML = PROJECT_ROOT / "models.yaml"
 DEFAULT_VERSION = "minilm-l6-v1"
+# The image demo's registry: MiniLM and the small random open_clip model (see gpu_ops/clip_encoder.py).
+IMAGES_YAML = PROJECT_ROOT / "models-images.yaml"
+CLIP_VERSION = "tiny-clip-v1"
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +44,16 @@ def minilm_spec():
 @pytest.fixture(scope="session")
 def minilm_encoder(minilm_spec, cache_dir):
     return load_encoder(minilm_spec, cache_dir, "cpu")
+
+
+@pytest.fixture(scope="session")
+def clip_spec():
+    return load_registry(IMAGES_YAML).spec(CLIP_VERSION)
+
+
+@pytest.fixture(scope="session")
+def clip_encoder(clip_spec, cache_dir):
+    return load_encoder(clip_spec, cache_dir, "cpu")
 
 
 def _stable_sample(rows: list[dict], size: int) -> list[dict]:

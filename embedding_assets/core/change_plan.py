@@ -45,6 +45,8 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
     refused_now: set[tuple[str, str]] = set()
     source_complete = True
     old_contents: set[str] = set()
+    new_contents: set[str] = set()
+    # Near duplicates are looked for among texts only (see dedup.py).
     new_texts: dict[str, str] = {}
     ingest: set[str] = set()
     changes = hashlib.sha256()
@@ -62,7 +64,9 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
         plan.added += doc_id not in live
         if doc_id in live:
             old_contents.add(live[doc_id])
-        new_texts[item.content_hash] = item.normalized
+        new_contents.add(item.content_hash)
+        if item.modality == "text":
+            new_texts[item.content_hash] = item.normalized
         ingest.add(shard_of(doc_id))
         changes.update(f"{doc_id}\0{item.content_hash}\n".encode())
 
@@ -79,7 +83,7 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
     plan.refused = len(refused_now)
 
     dedup = set(ingest)
-    dedup |= {shard_of(doc_id) for doc_id, _ in doc_ids_by_content(store, old_contents | new_texts.keys())}
+    dedup |= {shard_of(doc_id) for doc_id, _ in doc_ids_by_content(store, old_contents | new_contents)}
     for part in scan_in(store.table("signatures"), "representative_hash", old_contents, ["doc_id"]):
         dedup |= {shard_of(doc_id) for doc_id in part.column("doc_id").to_pylist()}
     dedup |= _near_duplicate_shards(store, new_texts, hasher)

@@ -2,7 +2,8 @@
 
 Only what changed is written; a document gone from the source becomes a tombstone
 (`deleted = true`) so later stages can remove its vectors. A source that could not be read
-whole never produces deletions.
+whole never produces deletions. A document is a text, an image, or a pair (an image with its
+caption); images pass the intake checks of `images.py` here, once, before anything embeds them.
 """
 
 from collections import Counter
@@ -12,13 +13,16 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from embedding_assets.core.images import ImageProblem, find_image_problem
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
-from embedding_assets.core.sources import SourceRecord, SourceRejection
-from embedding_assets.core.text import content_hash, find_text_problem, normalize_text
+from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
+from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
 from partitions import shard_of
 from resources.lance_store import DOCUMENTS_SCHEMA, LanceStore, scan, sql_literal, upsert
 
 WRITE_BATCH_ROWS = 4_096
+# Image bytes written per batch: a few hundred photos, not thousands of 10 MB files, in memory at once.
+WRITE_BATCH_BYTES = 64 << 20
 
 
 @dataclass
@@ -29,6 +33,7 @@ class CorpusSyncStats:
     deleted: int = 0
     quarantined: int = 0
     quarantine_reasons: Counter = field(default_factory=Counter)
+    modalities: Counter = field(default_factory=Counter)
     source_complete: bool = True
 
     @property
@@ -42,12 +47,31 @@ class ClassifiedRecord:
 
     record: SourceRecord
     refusal: QuarantineEntry | None = None
+    # The normalized text, or an image's normalized caption ("" for an image alone).
     normalized: str = ""
     content_hash: str = ""
+    modality: str = "text"
 
     @property
     def breaks_source(self) -> bool:
         return isinstance(self.record, SourceRejection) and self.record.whole_source
+
+
+def document_content_hash(normalized: str, image: bytes | None) -> str:
+    """sha256 of the normalized text, of an image's raw bytes, or of both for a pair (as the hash of the
+    two hashes, so no other split of the same bytes into image and caption collides with it)."""
+    if image is None:
+        return content_hash(normalized)
+    if not normalized:
+        return content_hash(image)
+    return content_hash(bytes.fromhex(content_hash(image)) + bytes.fromhex(content_hash(normalized)))
+
+
+def _problem(record: SourceDocument) -> TextProblem | ImageProblem | None:
+    if record.image is None:
+        return find_text_problem(record.text)
+    # A blank caption is no caption: the image alone is still worth embedding.
+    return find_image_problem(record.image) or (find_text_problem(record.text) if record.text.strip() else None)
 
 
 def classify(records: Iterable[SourceRecord]) -> Iterator[ClassifiedRecord]:
@@ -56,23 +80,29 @@ def classify(records: Iterable[SourceRecord]) -> Iterator[ClassifiedRecord]:
             refusal = QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri)
             yield ClassifiedRecord(record, refusal)
             continue
-        problem = find_text_problem(record.text)
+        problem = _problem(record)
         if problem:
             refusal = QuarantineEntry(record.doc_id, problem.reason, problem.detail, source_uri=record.source_uri)
             yield ClassifiedRecord(record, refusal)
             continue
         normalized = normalize_text(record.text)
-        yield ClassifiedRecord(record, normalized=normalized, content_hash=content_hash(normalized))
+        modality = "text" if record.image is None else ("pair" if normalized else "image")
+        yield ClassifiedRecord(
+            record,
+            normalized=normalized,
+            content_hash=document_content_hash(normalized, record.image),
+            modality=modality,
+        )
 
 
 def _document_row(item: ClassifiedRecord, shard: str, now: datetime) -> dict:
     return {
         "doc_id": item.record.doc_id,
         "shard": shard,
-        "modality": "text",
+        "modality": item.modality,
         "title": item.record.title,
         "text": item.normalized,
-        "image": None,
+        "image": item.record.image,
         "source_uri": item.record.source_uri,
         "content_hash": item.content_hash,
         "updated_at": now,
@@ -91,6 +121,7 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
     stats = CorpusSyncStats()
     seen: set[str] = set()
     pending: list[dict] = []
+    pending_bytes = 0
     quarantine: list[QuarantineEntry] = []
 
     for item in classify(records):
@@ -102,6 +133,7 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
             continue
         record = item.record
         seen.add(record.doc_id)
+        stats.modalities[item.modality] += 1
         row = _document_row(item, shard, now)
         previous = existing.get(record.doc_id)
         if previous is None:
@@ -112,9 +144,11 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
         else:
             stats.changed += 1
         pending.append(row)
-        if len(pending) >= WRITE_BATCH_ROWS:
+        pending_bytes += len(record.image or b"")
+        if len(pending) >= WRITE_BATCH_ROWS or pending_bytes >= WRITE_BATCH_BYTES:
             upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
             pending.clear()
+            pending_bytes = 0
     upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
 
     # A quarantined document keeps no vectors either: it leaves the live set like a deleted one.

@@ -7,6 +7,9 @@ live corpus, never on which shard ran first, so any order of runs gives the same
 Candidates come from a join on `lsh_bands` over the whole corpus; content that has no
 band rows yet (its shard has not been deduplicated) is signed on the fly, so a shard
 never misses a neighbour in a shard that has not run.
+
+Near duplicates are a notion of text: images and pairs (whose hash covers the image bytes) get no
+signature and no band rows, and are only ever exact duplicates of the same bytes.
 """
 
 from collections import defaultdict
@@ -16,7 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from embedding_assets.core.documents import doc_ids_by_content, live_content_hashes, live_documents, texts_by_content
+from embedding_assets.core.documents import (
+    doc_ids_by_content,
+    live_content_modalities,
+    live_documents,
+    texts_by_content,
+)
 from embedding_assets.core.minhash import (
     BANDS,
     NEAR_DUPLICATE_JACCARD,
@@ -87,7 +95,9 @@ class SignatureIndex:
         self.hasher = hasher
         self.signatures = store.table("signatures")
         self.bands = store.table("lsh_bands")
-        self.live_hashes = live_content_hashes(store)
+        modalities = live_content_modalities(store)
+        self.live_hashes = set(modalities)
+        self.text_hashes = {content for content, modality in modalities.items() if modality == "text"}
         self._cache: dict[str, np.ndarray] = {}
         self.signed = 0
 
@@ -100,9 +110,9 @@ class SignatureIndex:
         return signatures
 
     def complete_bands(self, keep: set[str]) -> int:
-        """Write band rows for every live content that has none; returns how many contents were signed."""
+        """Write band rows for every live text that has none; returns how many contents were signed."""
         banded = set(scan(self.bands, "band = 0", ["content_hash"]).column("content_hash").to_pylist())
-        missing = sorted(self.live_hashes - banded)
+        missing = sorted(self.text_hashes - banded)
         for start in range(0, len(missing), SIGN_BATCH):
             signatures = self.sign(texts_by_content(self.store, missing[start : start + SIGN_BATCH]), keep)
             self._write_bands(signatures)
@@ -141,7 +151,7 @@ class SignatureIndex:
         for part in scan_in(self.bands, "band_hash", {key for _, key in own}, ["band", "band_hash", "content_hash"]):
             for band, key, other in zip(*(part.column(c).to_pylist() for c in ("band", "band_hash", "content_hash"))):
                 for content in own.get((band, key), ()):
-                    if other != content and other in self.live_hashes:
+                    if other != content and other in self.text_hashes:
                         candidates[content].add(other)
         signatures = self.minhashes(set(candidates) | {o for others in candidates.values() for o in others})
         result: Neighbours = defaultdict(list)
@@ -191,11 +201,11 @@ def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
             continue
         rows.append({**row, "shard": shard, "jaccard": jaccard})
 
-    signatures = index.minhashes({row["content_hash"] for row in rows})
+    signatures = index.minhashes({row["content_hash"] for row in rows} & index.text_hashes)
     for start in range(0, len(rows), SIGN_BATCH):
         part = rows[start : start + SIGN_BATCH]
         for row in part:
-            row["minhash"] = signatures[row["content_hash"]]
+            row["minhash"] = signatures.get(row["content_hash"])
         upsert(index.signatures, pa.Table.from_pylist(part, schema=SIGNATURES_SCHEMA), on="doc_id")
     stats.rows_written = len(rows)
     stats.contents_signed = index.signed

@@ -1,4 +1,7 @@
-"""Reads of the `documents` table that every stage makes: live documents and texts by content."""
+"""Reads of the `documents` table that every stage makes: live documents, texts and images by content.
+
+A document's `text` is its text, or its caption when it is an image ("" for an image alone).
+"""
 
 from collections.abc import Iterable, Iterator
 
@@ -7,15 +10,27 @@ from resources.lance_store import LanceStore, scan, scan_in, sql_literal
 LIVE = "deleted = false"
 
 
+def _live_in(shard: str | None) -> str:
+    return f"shard = {sql_literal(shard)} AND {LIVE}" if shard is not None else LIVE
+
+
 def live_documents(store: LanceStore, shard: str | None = None) -> dict[str, str]:
     """doc_id -> content_hash of the live documents of `shard` (all shards when None)."""
-    where = f"shard = {sql_literal(shard)} AND {LIVE}" if shard is not None else LIVE
-    rows = scan(store.table("documents"), where, ["doc_id", "content_hash"])
+    rows = scan(store.table("documents"), _live_in(shard), ["doc_id", "content_hash"])
     return dict(zip(rows.column("doc_id").to_pylist(), rows.column("content_hash").to_pylist()))
 
 
-def live_content_hashes(store: LanceStore) -> set[str]:
-    return set(scan(store.table("documents"), LIVE, ["content_hash"]).column("content_hash").to_pylist())
+def live_documents_with_modality(store: LanceStore, shard: str | None = None) -> dict[str, tuple[str, str]]:
+    """doc_id -> (content_hash, modality) of the live documents of `shard` (all shards when None)."""
+    rows = scan(store.table("documents"), _live_in(shard), ["doc_id", "content_hash", "modality"])
+    columns = (rows.column(name).to_pylist() for name in ("doc_id", "content_hash", "modality"))
+    return {doc_id: (content, modality) for doc_id, content, modality in zip(*columns)}
+
+
+def live_content_modalities(store: LanceStore) -> dict[str, str]:
+    """content_hash -> modality of every live content (one content hash never spans two modalities)."""
+    rows = scan(store.table("documents"), LIVE, ["content_hash", "modality"])
+    return dict(zip(rows.column("content_hash").to_pylist(), rows.column("modality").to_pylist()))
 
 
 def iter_texts_by_content(store: LanceStore, hashes: Iterable[str]) -> Iterator[dict[str, str]]:
@@ -32,6 +47,17 @@ def texts_by_content(store: LanceStore, hashes: Iterable[str]) -> dict[str, str]
     for part in iter_texts_by_content(store, hashes):
         texts.update(part)
     return texts
+
+
+def images_by_content(store: LanceStore, hashes: Iterable[str]) -> dict[str, bytes]:
+    """content_hash -> image bytes, for those of `hashes` that are images or pairs."""
+    images: dict[str, bytes] = {}
+    for part in scan_in(
+        store.table("documents"), "content_hash", hashes, ["content_hash", "image"], f"{LIVE} AND image IS NOT NULL"
+    ):
+        for content, image in zip(part.column("content_hash").to_pylist(), part.column("image").to_pylist()):
+            images.setdefault(content, image)
+    return images
 
 
 def doc_ids_by_content(store: LanceStore, hashes: Iterable[str]) -> Iterator[tuple[str, str]]:

@@ -5,6 +5,11 @@ so any row anywhere in the version's table with that origin_hash can be reused. 
 representatives with no such row reach the model, in groups sorted by length (for tight
 token-budget batches) and committed group by group, so a killed run keeps its progress
 and a rerun embeds only what was not committed.
+
+What a content gives a version depends on the model's modality: a multimodal model embeds an
+image (or a pair's image) as chunk 0 and then the windows of its text (a pair's caption, so a
+pair is found by its image and by its caption); a text model embeds texts and captions only,
+and skips images alone (counted in `skipped_modality`).
 """
 
 import time
@@ -16,8 +21,15 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from embedding_assets.core.documents import iter_texts_by_content, live_documents, texts_by_content
+from embedding_assets.core.documents import (
+    images_by_content,
+    iter_texts_by_content,
+    live_documents_with_modality,
+    texts_by_content,
+)
+from embedding_assets.core.images import ImageRefused, open_image
 from embedding_assets.core.quarantine import QuarantineEntry, quarantined, replace_quarantine
+from gpu_ops.encoders import EncodedBatch
 from gpu_ops.registry import ModelSpec
 from gpu_ops.windows import window_count
 from resources.lance_store import (
@@ -34,6 +46,8 @@ from resources.lance_store import (
 # Representatives encoded and committed together: the unit of progress a crash can lose.
 COMMIT_GROUP_CONTENTS = 256
 ORIGIN_BY_KIND = {"exact": "exact_dup", "near": "near_dup"}
+# Document modalities each model modality embeds: a text model reads a pair's caption, not its image.
+EMBEDDED_MODALITIES = {"text": ("text", "pair"), "multimodal": ("text", "image", "pair")}
 
 
 @dataclass
@@ -44,6 +58,8 @@ class EmbedStats:
     vectors_written: int = 0
     model_calls: int = 0
     windows_encoded: int = 0
+    images_encoded: int = 0
+    skipped_modality: int = 0
     batches: int = 0
     tokens: int = 0
     reused: Counter = field(default_factory=Counter)
@@ -78,6 +94,25 @@ class PlannedDocument:
 
 def row_id(doc_id: str, chunk: int, chunks: int) -> str:
     return doc_id if chunks == 1 else f"{doc_id}#{chunk}"
+
+
+def documents_for(spec: ModelSpec, documents: dict[str, tuple[str, str]]) -> tuple[dict[str, str], int]:
+    """doc_id -> content_hash of the documents (doc_id -> (content_hash, modality)) the version embeds,
+    and how many it skips for their modality."""
+    wanted = EMBEDDED_MODALITIES[spec.modality]
+    kept = {doc_id: content for doc_id, (content, modality) in documents.items() if modality in wanted}
+    return kept, len(documents) - len(kept)
+
+
+def _joined(parts: list[EncodedBatch]) -> EncodedBatch:
+    """Several encoder calls' results as one, in order (refused inputs' indices shifted to match)."""
+    parts = [part for part in parts if len(part.vectors)]
+    failures, offset = {}, 0
+    for part in parts:
+        failures |= {offset + index: failure for index, failure in part.failures.items()}
+        offset += len(part.vectors)
+    vectors = np.concatenate([part.vectors for part in parts])
+    return EncodedBatch(vectors, sum(part.batches for part in parts), sum(part.tokens for part in parts), failures)
 
 
 class ShardEmbedder:
@@ -117,7 +152,9 @@ class ShardEmbedder:
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[PlannedDocument]:
         in_shard = f"shard = {sql_literal(self.shard)}"
-        documents = live_documents(self.store, self.shard)
+        documents, self.stats.skipped_modality = documents_for(
+            self.spec, live_documents_with_modality(self.store, self.shard)
+        )
         signatures = {
             row["doc_id"]: row
             for row in scan(
@@ -171,6 +208,7 @@ class ShardEmbedder:
         computed: set[str],
     ) -> None:
         ids, doc_ids, chunks, contents, origins, origin_hashes, generated, blocks = [], [], [], [], [], [], [], []
+        stale: set[str] = set()
         for planned in documents:
             vectors = vectors_of[planned.representative_hash]
             origin = ORIGIN_BY_KIND.get(planned.dup_kind) or (
@@ -187,8 +225,7 @@ class ShardEmbedder:
             origin_hashes += [planned.representative_hash] * len(vectors)
             generated += [origin_times[planned.representative_hash]] * len(vectors)
             blocks.append(vectors)
-            stale = self.existing_ids.get(planned.doc_id, set()) - set(new_ids)
-            self.stats.rows_deleted += delete_in(self.table, "id", stale)
+            stale |= self.existing_ids.get(planned.doc_id, set()) - set(new_ids)
         if not ids:
             return
         flat = np.concatenate(blocks).astype(np.float32, copy=False).reshape(-1)
@@ -211,6 +248,8 @@ class ShardEmbedder:
             schema=embeddings_schema(self.spec.dim),
         )
         upsert(self.table, rows, on="id")
+        # Rows a document no longer has (fewer windows than before): removed once its new rows are in.
+        self.stats.rows_deleted += delete_in(self.table, "id", stale)
         self.stats.documents_written += len(documents)
         self.stats.vectors_written += count
 
@@ -268,37 +307,74 @@ class ShardEmbedder:
         self, group: list[str], by_representative: dict[str, list[PlannedDocument]]
     ) -> dict[str, np.ndarray]:
         texts = texts_by_content(self.store, group)
-        contents = [content for content in group if content in texts]
-        spans = self.encoder.token_spans([texts[content] for content in contents])
-        windows, counts, owners = [], [], []
+        with_text = [content for content in group if texts.get(content)]
+        spans = self.encoder.token_spans([texts[content] for content in with_text]) if with_text else []
+        windows, counts, window_owners, too_long = [], [], [], set()
         limit = self.spec.max_document_tokens
-        for content, token_spans in zip(contents, spans):
+        for content, token_spans in zip(with_text, spans):
             if limit is not None and len(token_spans) > limit:
                 for planned in by_representative[content]:
                     self._hold(planned, "too_many_tokens", f"{len(token_spans):,} tokens, limit {limit:,}")
+                too_long.add(content)
                 continue
             pieces = self.encoder.windows(texts[content], token_spans)
             stride = self.spec.window_tokens - self.spec.window_overlap
             windows += pieces
             counts += [min(self.spec.window_tokens, len(token_spans) - k * stride) for k in range(len(pieces))]
-            owners += [content] * len(pieces)
-        if not windows:
+            window_owners += [content] * len(pieces)
+        parts, image_owners = [], []
+        if self.spec.modality == "multimodal":
+            images = images_by_content(self.store, [c for c in group if c in texts and c not in too_long])
+            parts.append(self.encoder.encode_images(self._opened(images, image_owners, by_representative)))
+            # A pair whose image would not open is held whole: its caption alone is not the document.
+            refused = images.keys() - set(image_owners)
+            kept = [index for index, content in enumerate(window_owners) if content not in refused]
+            windows, counts = [windows[i] for i in kept], [counts[i] for i in kept]
+            window_owners = [window_owners[i] for i in kept]
+        if windows:
+            parts.append(self.encoder.encode_texts(windows, counts))
+        owners = image_owners + window_owners
+        if not owners:
             return {}
-        encoded = self.encoder.encode_texts(windows, counts)
+        encoded = _joined(parts)
         self.stats.model_calls += len(set(owners))
         self.stats.windows_encoded += len(windows)
+        self.stats.images_encoded += len(image_owners)
         self.stats.batches += encoded.batches
         self.stats.tokens += encoded.tokens
-        return self._validated(encoded.vectors, owners, by_representative)
+        return self._validated(encoded.vectors, owners, by_representative, encoded.failures)
 
-    def _validated(self, vectors: np.ndarray, owners: list[str], by_representative) -> dict[str, np.ndarray]:
+    def _opened(self, images: dict[str, bytes], owners: list[str], by_representative):
+        """Each image opened (upright, RGB) as the encoder asks for it, so one decoded photo is in memory
+        at a time; `owners` gets the content of each image yielded, and one that no longer opens is held."""
+        for content, data in images.items():
+            try:
+                image = open_image(data)
+            except ImageRefused as refused:
+                for planned in by_representative[content]:
+                    self._hold(planned, refused.problem.reason, refused.problem.detail)
+                continue
+            owners.append(content)
+            yield image
+
+    def _validated(
+        self,
+        vectors: np.ndarray,
+        owners: list[str],
+        by_representative,
+        failures: dict[int, tuple[str, str]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Vectors by content; a content with a refused window (`failures`) or a botched vector is held."""
         grouped: dict[str, list[int]] = {}
         for index, content in enumerate(owners):
             grouped.setdefault(content, []).append(index)
         accepted = {}
         for content, indices in grouped.items():
             block = vectors[indices]
-            if block.shape[1] != self.spec.dim:
+            refused = [failures[i] for i in indices if i in failures] if failures else []
+            if refused:
+                reason, detail = refused[0]
+            elif block.shape[1] != self.spec.dim:
                 reason, detail = (
                     "wrong_dimension",
                     f"the model returned {block.shape[1]}-d vectors, registry dim {self.spec.dim}",
@@ -360,3 +436,10 @@ def embed_shard(
 
 def expected_window_count(token_count: int, spec: ModelSpec) -> int:
     return window_count(token_count, spec.window_tokens, spec.window_overlap)
+
+
+def expected_vector_count(spec: ModelSpec, has_image: bool, token_count: int | None) -> int:
+    """Rows a content gives the version: its image's (multimodal models), then its text's windows
+    (`token_count` None: no text)."""
+    image = 1 if has_image and spec.modality == "multimodal" else 0
+    return image + (expected_window_count(token_count, spec) if token_count is not None else 0)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedding_assets.core.documents import iter_texts_by_content, live_documents
-from embedding_assets.core.embedding_run import expected_window_count
+from embedding_assets.core.documents import iter_texts_by_content, live_documents_with_modality
+from embedding_assets.core.embedding_run import documents_for, expected_vector_count
 from embedding_assets.core.index_build import vector_index_type, vector_query
 from gpu_ops.registry import ModelSpec
 from resources.lance_store import LanceStore, fixed_size_lists, scan, scan_batches, scan_in, sql_literal
@@ -42,17 +42,22 @@ def _sample(values) -> str:
 @dataclass
 class ExpectedRows:
     rows: dict[str, tuple[str, int]]
+    # Live documents of a modality the version embeds, and those it skips (images, for a text model).
     live_documents: int
     model_faults: int
+    skipped_modality: int
 
 
 def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRows:
-    """doc_id -> (content_hash, window count) for every live document the version must hold.
+    """doc_id -> (content_hash, row count) for every live document the version must hold.
 
-    Mirrors the embedding stage: a document carries its representative's windows, and what
-    the stage quarantined for this version (with unchanged content) is not expected.
+    Mirrors the embedding stage: a document carries its representative's rows (an image's, then
+    its text's windows), a document of a modality the version skips has none, and what the stage
+    quarantined for this version (with unchanged content) is not expected.
     """
-    documents = live_documents(store)
+    with_modality = live_documents_with_modality(store)
+    documents, skipped = documents_for(spec, with_modality)
+    has_image = {content for content, modality in with_modality.values() if modality != "text"}
     representative = {
         row["doc_id"]: row["representative_hash"]
         for row in scan(store.table("signatures"), None, ["doc_id", "content_hash", "representative_hash"]).to_pylist()
@@ -70,17 +75,20 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRo
     held = {row["doc_id"] for row in refused}
     model_faults = sum(row["reason"] in MODEL_FAULTS for row in refused)
     sources = {doc_id: representative.get(doc_id, content) for doc_id, content in documents.items()}
-    windows: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for texts in iter_texts_by_content(store, set(sources.values())):
-        ordered = sorted(texts.keys() - windows.keys())
-        for content, spans in zip(ordered, token_spans([texts[c] for c in ordered])):
-            windows[content] = expected_window_count(len(spans), spec)
+        ordered = sorted(texts.keys() - counts.keys())
+        with_text = [content for content in ordered if texts[content]]
+        spans = token_spans([texts[content] for content in with_text]) if with_text else []
+        tokens = {content: len(content_spans) for content, content_spans in zip(with_text, spans)}
+        for content in ordered:
+            counts[content] = expected_vector_count(spec, content in has_image, tokens.get(content))
     rows = {
-        doc_id: (documents[doc_id], windows[source])
+        doc_id: (documents[doc_id], counts[source])
         for doc_id, source in sources.items()
-        if doc_id not in held and source in windows
+        if doc_id not in held and source in counts
     }
-    return ExpectedRows(rows, len(documents), model_faults)
+    return ExpectedRows(rows, len(documents), model_faults, skipped)
 
 
 def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcome:
@@ -111,11 +119,14 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcom
         )
     else:
         description = "every live document has its rows, with no orphan, stale or duplicate row"
+        if coverage.skipped_modality:
+            description += f"; {coverage.skipped_modality} images without text skipped (a text model)"
     return CheckOutcome(
         passed,
         description,
         {
             "live_documents": coverage.live_documents,
+            "skipped_modality": coverage.skipped_modality,
             "model_faults": coverage.model_faults,
             "expected_documents": len(expected),
             "expected_rows": expected_total,

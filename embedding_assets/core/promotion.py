@@ -6,6 +6,7 @@ set: the candidate must score no worse than the live version minus a tolerance. 
 waives the quality comparison only: an incomplete or insane table never goes live.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval
@@ -103,7 +104,7 @@ class PromotionDecision:
 def decide_promotion(
     store: LanceStore,
     candidate: tuple[ModelSpec, object],
-    live: tuple[ModelSpec, object] | None,
+    load_live: Callable[[], tuple[ModelSpec, object] | None],
     queries: list[EvalQuery],
     tolerance: float,
     force: bool = False,
@@ -117,6 +118,7 @@ def decide_promotion(
     }
     decision = PromotionDecision(spec.key, False, gates, forced=force)
     if all(outcome.passed for outcome in gates.values()):
-        decision.quality = compare_quality(store, candidate, live, queries, tolerance)
+        # The live model is loaded only now: a candidate that fails a gate never needs it.
+        decision.quality = compare_quality(store, candidate, load_live(), queries, tolerance)
         decision.promote = decision.quality.passed or force
     return decision

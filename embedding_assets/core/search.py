@@ -1,11 +1,26 @@
-"""Search a model version's table: one hit per document, its best window."""
+"""Search a model version's table: one hit per document, its best window.
+
+A query is text. On a multimodal version it goes through the model's text tower into the space of
+its images, so it finds images, pairs (by their image or their caption) and texts alike.
+"""
 
 from dataclasses import dataclass
 
 from embedding_assets.core.index_build import vector_query
 from resources.lance_store import LanceStore, scan_in
 
-HIT_COLUMNS = ["id", "doc_id", "chunk", "content_hash", "origin", "origin_hash", "model_version", "_distance"]
+HIT_COLUMNS = [
+    "id",
+    "doc_id",
+    "chunk",
+    "content_hash",
+    "origin",
+    "origin_hash",
+    "model_id",
+    "model_version",
+    "generated_at",
+    "_distance",
+]
 
 
 @dataclass(frozen=True)
@@ -15,14 +30,19 @@ class Hit:
     score: float
     row_id: str
     origin: str
+    # The document's text, or an image's caption ("" for an image without one).
     snippet: str
+    modality: str
 
 
-def nearest_documents(table, vector, k: int) -> list[dict]:
-    """The k best rows with distinct doc_id, over-fetching until k documents are found."""
+def nearest_documents(table, vector, k: int, where: str | None = None) -> list[dict]:
+    """The k best rows with distinct doc_id (among rows matching `where`), over-fetching until k are found."""
     fetch = k * 4
     while True:
-        rows = vector_query(table, vector, fetch).select(HIT_COLUMNS).to_arrow().to_pylist()
+        query = vector_query(table, vector, fetch)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.select(HIT_COLUMNS).to_arrow().to_pylist()
         best: dict[str, dict] = {}
         for row in rows:
             best.setdefault(row["doc_id"], row)
@@ -31,22 +51,30 @@ def nearest_documents(table, vector, k: int) -> list[dict]:
         fetch *= 4
 
 
+def documents_by_id(store: LanceStore, doc_ids: list[str]) -> dict[str, dict]:
+    """Title, text and modality of the hits' documents, for display."""
+    documents = {}
+    for part in scan_in(store.table("documents"), "doc_id", doc_ids, ["doc_id", "title", "text", "modality"]):
+        documents.update({row["doc_id"]: row for row in part.to_pylist()})
+    return documents
+
+
 def search(store: LanceStore, model_version: str, encoder, query: str, k: int = 5) -> list[Hit]:
     vector = encoder.encode_texts([query]).vectors[0]
     rows = nearest_documents(store.open_embeddings_table(model_version), vector, k)
-    documents = {}
-    for part in scan_in(
-        store.table("documents"), "doc_id", [row["doc_id"] for row in rows], ["doc_id", "title", "text"]
-    ):
-        documents.update({row["doc_id"]: row for row in part.to_pylist()})
-    return [
-        Hit(
-            doc_id=row["doc_id"],
-            title=documents.get(row["doc_id"], {}).get("title"),
-            score=1.0 - row["_distance"],
-            row_id=row["id"],
-            origin=row["origin"],
-            snippet=(documents.get(row["doc_id"], {}).get("text") or "")[:160],
+    documents = documents_by_id(store, [row["doc_id"] for row in rows])
+    hits = []
+    for row in rows:
+        document = documents.get(row["doc_id"], {})
+        hits.append(
+            Hit(
+                doc_id=row["doc_id"],
+                title=document.get("title"),
+                score=1.0 - row["_distance"],
+                row_id=row["id"],
+                origin=row["origin"],
+                snippet=(document.get("text") or "")[:160],
+                modality=document.get("modality") or "text",
+            )
         )
-        for row in rows
-    ]
+    return hits
