@@ -20,13 +20,7 @@ import torch
 from PIL import Image
 
 from gpu_ops.batching import encode_with_backoff, token_budget_batches
-from gpu_ops.encoders import (
-    DEFAULT_MAX_BATCH_ITEMS,
-    DEFAULT_TOKEN_BUDGETS,
-    SPECIAL_TOKENS,
-    EncodedBatch,
-    resolve_device,
-)
+from gpu_ops.encoders import SPECIAL_TOKENS, ComputeSettings, EncodedBatch
 from gpu_ops.registry import ModelSpec
 from gpu_ops.windows import split_windows
 
@@ -104,12 +98,13 @@ class OpenClipEncoder:
         from open_clip.tokenizer import SimpleTokenizer
 
         self.spec = spec
-        self.device = resolve_device(device)
-        kind = self.device.split(":")[0]
-        self.token_budget = token_budget or DEFAULT_TOKEN_BUDGETS.get(kind, 4_096)
-        self.max_batch_items = max_batch_items or DEFAULT_MAX_BATCH_ITEMS.get(kind, 64)
-        on_cuda = self.device.startswith("cuda")
-        self.dtype = "float16" if spec.dtype == "float16" or (spec.dtype == "auto" and on_cuda) else "float32"
+        compute = ComputeSettings.choose(spec, device, token_budget, max_batch_items)
+        self.device, self.token_budget, self.max_batch_items = (
+            compute.device,
+            compute.token_budget,
+            compute.max_batch_items,
+        )
+        self.dtype = compute.dtype
         precision = "fp16" if self.dtype == "float16" else "fp32"
         self.model, self.preprocess, self.tokenizer = create_open_clip(spec, cache_dir, self.device, precision)
         if not isinstance(self.tokenizer, SimpleTokenizer):

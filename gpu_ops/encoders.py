@@ -31,6 +31,30 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
+@dataclass(frozen=True)
+class ComputeSettings:
+    """Where a local model runs and how big its batches are: one policy for every local backend."""
+
+    device: str
+    token_budget: int
+    max_batch_items: int
+    dtype: str
+
+    @classmethod
+    def choose(
+        cls, spec: ModelSpec, device: str, token_budget: int | None, max_batch_items: int | None
+    ) -> "ComputeSettings":
+        device = resolve_device(device)
+        kind = device.split(":")[0]
+        half = spec.dtype == "float16" or (spec.dtype == "auto" and kind == "cuda")
+        return cls(
+            device,
+            token_budget or DEFAULT_TOKEN_BUDGETS.get(kind, 4_096),
+            max_batch_items or DEFAULT_MAX_BATCH_ITEMS.get(kind, 64),
+            "float16" if half else "float32",
+        )
+
+
 @dataclass
 class EncodedBatch:
     vectors: np.ndarray
@@ -58,13 +82,15 @@ class SentenceTransformerEncoder:
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
         self.spec = spec
-        self.device = resolve_device(device)
-        self.token_budget = token_budget or DEFAULT_TOKEN_BUDGETS.get(self.device.split(":")[0], 4_096)
-        self.max_batch_items = max_batch_items or DEFAULT_MAX_BATCH_ITEMS.get(self.device.split(":")[0], 64)
+        compute = ComputeSettings.choose(spec, device, token_budget, max_batch_items)
+        self.device, self.token_budget, self.max_batch_items = (
+            compute.device,
+            compute.token_budget,
+            compute.max_batch_items,
+        )
+        self.dtype = compute.dtype
         self.model = SentenceTransformer(spec.resolved_source(cache_dir), device=self.device)
         self.model.max_seq_length = spec.max_tokens
-        on_cuda = self.device.startswith("cuda")
-        self.dtype = "float16" if spec.dtype == "float16" or (spec.dtype == "auto" and on_cuda) else "float32"
         if self.dtype == "float16":
             self.model.half()
         self.backoffs = 0
