@@ -90,6 +90,7 @@ def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[st
                     "model_calls": "model_calls",
                     "vectors_written": "vectors_written",
                     "quarantined": "quarantined",
+                    "skipped_modality": "skipped_modality",
                     "reused_exact_dup": "reused_exact_dup",
                     "reused_near_dup": "reused_near_dup",
                     "reused_cache": "reused_cache",
@@ -113,7 +114,12 @@ def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[st
                 )
             )
     say("live index")
-    result = execute("live_index_job", raise_on_error=False)
+    # Several versions registered at once are each considered once (as the daemon would, one
+    # after another), so one run of the pipeline leaves the alias where a second run keeps it.
+    for _ in range(max(1, len(versions))):
+        result = execute("live_index_job", raise_on_error=False)
+        if not result.success or _metadata(result, "live_index").get("decision") != "promoted":
+            break
     if result.success:
         report.live_version = _metadata(result, "live_index").get("model_version")
     else:
