@@ -4,6 +4,15 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 BOOTSTRAP_PYTHON ?= python3.11
 
+# `CORPUS=images` (with demo, ui, search): scikit-image's photographs and their captions, embedded by
+# MiniLM and a small open_clip model side by side, in a LanceDB and a Dagster instance of their own.
+ifeq ($(CORPUS),images)
+export CORPUS_URI ?= skimage
+export EMBEDDINGS_URI ?= $(CURDIR)/.data/lance-images
+export MODEL_REGISTRY ?= $(CURDIR)/models-images.yaml
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster-images
+INSTANCE := $(DAGSTER_HOME)/dagster.yaml
+endif
 # The Dagster instance lives in this folder (it holds dagster.yaml) unless you say otherwise.
 export DAGSTER_HOME ?= $(CURDIR)
 # Models load from local folders shipped in packages: never reach for a model hub.
@@ -12,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCE_LOG ?= error
 
-.PHONY: install demo ui test search register promote rollback bench clean
+.PHONY: install demo ui test search register promote rollback serve bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -24,10 +33,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-demo: install
+ifdef INSTANCE
+$(INSTANCE): dagster.yaml
+	mkdir -p $(@D) && cp $< $@
+endif
+
+demo: install $(INSTANCE)
 	$(PYTHON) -m embedding_assets.demo
 
-ui: install
+ui: install $(INSTANCE)
 	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
@@ -38,11 +52,18 @@ ui: install
 test: install /usr/bin/chromium
 	$(PYTHON) -m pytest
 
+# The OpenAI-compatible embeddings and search API on 127.0.0.1:$(PORT), over the same tables and
+# registry as the pipeline (EMBEDDINGS_URI, MODEL_REGISTRY). REDIS_URL and SERVING_API_KEYS are optional.
+PORT ?= 8000
+serve: install
+	PORT=$(PORT) $(PYTHON) -m serving
+
 bench: install
 	$(PYTHON) -m benchmarks.run $(args)
 
+# make search q="..." [v=<model version>]: the live version, or the one named.
 search: install
-	$(PYTHON) -m embedding_assets.search "$(q)"
+	$(PYTHON) -m embedding_assets.search $(if $(v),--version "$(v)") -- "$(q)"
 
 # make register key=mpnet-base-v1 model_id=sentence-transformers/all-mpnet-base-v2 \
 #   source=split-zip:all-mpnet-base-v2 dim=768 max_tokens=384 [revision=1 normalize=true dtype=auto]

@@ -14,11 +14,11 @@ from pathlib import Path
 import lancedb
 import torch
 
-from benchmarks import gpu, incremental, lancedb_index, memory, minhash_lsh, pipeline_overhead
+from benchmarks import gpu, incremental, lancedb_index, memory, minhash_lsh, pipeline_overhead, serving
 from benchmarks.table import markdown
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-ALL_ROWS = "1,2,3,4,5,6,7"
+ALL_ROWS = "1,2,3,4,5,6,7,8"
 
 
 def machine() -> str:
@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--lsh-documents", type=int, default=100_000, help="row 4: synthetic corpus size")
     parser.add_argument("--lance-rows", type=int, default=1_000_000, help="row 5: vectors")
     parser.add_argument("--memory-documents", type=int, default=400, help="row 6: the smaller size (the other is 10×)")
+    parser.add_argument("--serve-documents", type=int, default=1000, help="row 8: documents in the served index")
+    parser.add_argument("--serve-seconds", type=float, default=30, help="row 8: load per scenario")
+    parser.add_argument("--serve-clients", type=int, default=8, help="row 8: concurrent HTTP clients")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=".data/cache")
     args = parser.parse_args()
@@ -57,6 +60,7 @@ def main() -> None:
             ("5", lambda: lancedb_index.run(work, args.lance_rows)),
             ("6", lambda: memory.run(work, cache, args.memory_documents)),
             ("7", lambda: gpu.run(work, cache, args.documents)),
+            ("8", lambda: serving.run(work, cache, args.serve_documents, args.serve_seconds, args.serve_clients)),
         ]
         for key, step in steps:
             if key in wanted or (key == "2" and "3" in wanted):

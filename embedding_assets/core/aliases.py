@@ -5,8 +5,9 @@ when: rollback reads it and writes the previous row back.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import lancedb
 import pyarrow as pa
 
 from resources.lance_store import ALIASES_SCHEMA, LanceStore, embeddings_table_name, scan, sql_literal, upsert
@@ -28,6 +29,34 @@ class Alias:
 def current_alias(store: LanceStore, alias: str = LIVE) -> Alias | None:
     rows = scan(store.table("aliases"), f"alias = {sql_literal(alias)}").to_pylist()
     return Alias(**rows[0]) if rows else None
+
+
+class AliasReader:
+    """The current aliases for a long-lived reader (the serving API), re-read only when they change.
+
+    Its connection checks the table's latest version on every read (a manifest lookup, well
+    under a millisecond), so a switch or a rollback is seen by the next request.
+    """
+
+    def __init__(self, store: LanceStore):
+        self._store = store
+        self._table = None
+        self._read: tuple[int, dict[str, Alias]] | None = None
+
+    def current(self, alias: str = LIVE) -> Alias | None:
+        if self._table is None:
+            if not self._store.has_table("aliases"):
+                return None
+            db = lancedb.connect(
+                self._store.uri,
+                storage_options=self._store.storage_options or None,
+                read_consistency_interval=timedelta(0),
+            )
+            self._table = db.open_table("aliases")
+        version = self._table.version
+        if self._read is None or self._read[0] != version:
+            self._read = (version, {row["alias"]: Alias(**row) for row in scan(self._table).to_pylist()})
+        return self._read[1].get(alias)
 
 
 def switch_alias(store: LanceStore, model_version: str, switched_by: str, now: datetime, alias: str = LIVE) -> Alias:
