@@ -77,7 +77,8 @@ FIXED_SCHEMAS = {
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {
-    "documents": ("content_hash",),
+    # doc_id: the serving API and search look hits' documents up by id.
+    "documents": ("content_hash", "doc_id"),
     "signatures": ("content_hash", "representative_hash"),
     "lsh_bands": ("content_hash", "band_hash"),
 }

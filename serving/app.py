@@ -2,7 +2,9 @@
 
 import asyncio
 import base64
+import hmac
 import json
+import math
 import time
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -116,10 +118,14 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
 
     async def authorize(request: Request) -> None:
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if settings.api_keys and token not in settings.api_keys:
+        # Compared in constant time, so response timing does not leak how much of a key was right.
+        if settings.api_keys and not any(
+            hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_keys
+        ):
             message = "missing API key: send 'Authorization: Bearer <key>'" if not token else "invalid API key"
             raise APIError(401, message, "invalid_api_key")
-        admission = await limiter.admit(key_identity(token or request.client.host))
+        caller = token or (request.client.host if request.client else "anonymous")
+        admission = await limiter.admit(key_identity(caller))
         if not admission.allowed:
             raise APIError(
                 429,
@@ -171,6 +177,8 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
             vector, usage = encoded.vector, {"prompt_tokens": encoded.tokens, "total_tokens": encoded.tokens}
         else:
             spec = pool.registry().spec(version)
+            if not all(map(math.isfinite, body.vector)):
+                raise APIError(400, "vector holds NaN or infinite values", "bad_vector", "vector")
             if len(body.vector) != spec.dim:
                 raise APIError(
                     400, f"vector has {len(body.vector)} values; {version} is {spec.dim}-d", "bad_vector", "vector"

@@ -36,7 +36,11 @@ def metadata_filter(filters: dict[str, str | list[str]]) -> str | None:
 
 def search_version(store: LanceStore, model_version: str, vector, k: int, where: str | None) -> SearchResult:
     """Nearest documents in `model_version`'s table, read at the version current when the request began."""
-    table = store.open_embeddings_table(model_version)
+    try:
+        table = store.open_embeddings_table(model_version)
+    except (ValueError, FileNotFoundError) as error:
+        message = f"model {model_version} has no embeddings table yet: materialize its embeddings first"
+        raise APIError(404, message, "index_not_found", "model") from error
     pinned = table.version
     table.checkout(pinned)
     rows = nearest_documents(table, vector, k, where)

@@ -1,6 +1,7 @@
 """The serving API over real HTTP on 127.0.0.1, with the real model, real Redis and a built index."""
 
 import asyncio
+import json
 import shutil
 import time
 import uuid
@@ -184,6 +185,10 @@ def test_bad_requests_get_openai_shaped_errors_and_the_server_stays_up(server):
         response = _post(server, "/v1/search", body)
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), body
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    # NaN is no JSON, but clients (Python's json among them) send it: it must not reach the index.
+    not_a_number = json.dumps({"vector": [float("nan")] * 384})
+    nan_vector = httpx.post(f"{server.url}/v1/search", content=not_a_number, headers=headers)
+    assert (nan_vector.status_code, nan_vector.json()["error"]["code"]) == (400, "bad_vector")
     malformed = httpx.post(f"{server.url}/v1/embeddings", content=b'{"model": "live", "input": ', headers=headers)
     assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "invalid_json")
     huge = httpx.post(f"{server.url}/v1/embeddings", content=b"x" * (9 << 20), headers=headers, timeout=60)
@@ -257,6 +262,8 @@ def test_an_alias_switch_and_a_rollback_are_followed_without_a_restart(server, d
     second = {**registry["versions"][0], "key": SECOND_VERSION, "normalize": False}
     registry["versions"].append(second)
     deployment["registry"].write_text(yaml.safe_dump(registry))
+    unbuilt = _post(server, "/v1/search", {"vector": [0.05] * 384, "model": SECOND_VERSION})
+    assert (unbuilt.status_code, unbuilt.json()["error"]["code"]) == (404, "index_not_found")
     report = run_pipeline(deployment["defs"], deployment["instance"], say=lambda _: None)
     assert report.live_version == SECOND_VERSION, report.live_error
 
