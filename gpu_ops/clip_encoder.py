@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from gpu_ops.batching import encode_with_backoff, token_budget_batches
-from gpu_ops.encoders import SPECIAL_TOKENS, ComputeSettings, EncodedBatch
+from gpu_ops.encoders import SPECIAL_TOKENS, EncodedBatch, LocalEncoder
 from gpu_ops.registry import ModelSpec
 from gpu_ops.windows import split_windows
 
@@ -84,7 +84,7 @@ def clip_token_spans(tokenizer, text: str) -> list[tuple[int, int]]:
     return spans
 
 
-class OpenClipEncoder:
+class OpenClipEncoder(LocalEncoder):
     """An open_clip model; the same interface as SentenceTransformerEncoder plus `encode_images`."""
 
     def __init__(
@@ -97,14 +97,7 @@ class OpenClipEncoder:
     ):
         from open_clip.tokenizer import SimpleTokenizer
 
-        self.spec = spec
-        compute = ComputeSettings.choose(spec, device, token_budget, max_batch_items)
-        self.device, self.token_budget, self.max_batch_items = (
-            compute.device,
-            compute.token_budget,
-            compute.max_batch_items,
-        )
-        self.dtype = compute.dtype
+        super().__init__(spec, device, token_budget, max_batch_items)
         precision = "fp16" if self.dtype == "float16" else "fp32"
         self.model, self.preprocess, self.tokenizer = create_open_clip(spec, cache_dir, self.device, precision)
         if not isinstance(self.tokenizer, SimpleTokenizer):
@@ -123,7 +116,6 @@ class OpenClipEncoder:
         self.image_tokens = grid[0] * grid[1] + 1 if grid else 50
         # open_clip's fp16 keeps some weights (LayerNorm, embeddings) in fp32 and expects half pixels.
         self.pixel_dtype = torch.float16 if self.dtype == "float16" else torch.float32
-        self.backoffs = 0
 
     def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Character spans of each text's tokens, without special tokens and without truncation."""
@@ -131,9 +123,6 @@ class OpenClipEncoder:
 
     def windows(self, text: str, spans: list[tuple[int, int]]) -> list[str]:
         return split_windows(text, spans, self.spec.window_tokens, self.spec.window_overlap)
-
-    def _count_backoff(self, _size: int) -> None:
-        self.backoffs += 1
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts).to(self.device)

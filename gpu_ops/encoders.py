@@ -31,30 +31,6 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
-@dataclass(frozen=True)
-class ComputeSettings:
-    """Where a local model runs and how big its batches are: one policy for every local backend."""
-
-    device: str
-    token_budget: int
-    max_batch_items: int
-    dtype: str
-
-    @classmethod
-    def choose(
-        cls, spec: ModelSpec, device: str, token_budget: int | None, max_batch_items: int | None
-    ) -> "ComputeSettings":
-        device = resolve_device(device)
-        kind = device.split(":")[0]
-        half = spec.dtype == "float16" or (spec.dtype == "auto" and kind == "cuda")
-        return cls(
-            device,
-            token_budget or DEFAULT_TOKEN_BUDGETS.get(kind, 4_096),
-            max_batch_items or DEFAULT_MAX_BATCH_ITEMS.get(kind, 64),
-            "float16" if half else "float32",
-        )
-
-
 @dataclass
 class EncodedBatch:
     vectors: np.ndarray
@@ -65,7 +41,25 @@ class EncodedBatch:
     failures: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
-class SentenceTransformerEncoder:
+class LocalEncoder:
+    """What every model run on this machine shares: where it runs, its batch limits, its dtype and
+    its out-of-memory backoffs, chosen by one policy."""
+
+    def __init__(self, spec: ModelSpec, device: str, token_budget: int | None, max_batch_items: int | None):
+        self.spec = spec
+        self.device = resolve_device(device)
+        kind = self.device.split(":")[0]
+        self.token_budget = token_budget or DEFAULT_TOKEN_BUDGETS.get(kind, 4_096)
+        self.max_batch_items = max_batch_items or DEFAULT_MAX_BATCH_ITEMS.get(kind, 64)
+        half = spec.dtype == "float16" or (spec.dtype == "auto" and kind == "cuda")
+        self.dtype = "float16" if half else "float32"
+        self.backoffs = 0
+
+    def _count_backoff(self, _size: int) -> None:
+        self.backoffs += 1
+
+
+class SentenceTransformerEncoder(LocalEncoder):
     """A sentence-transformers model loaded from a local folder (or a hub name where a hub is reachable)."""
 
     def __init__(
@@ -81,19 +75,11 @@ class SentenceTransformerEncoder:
 
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
-        self.spec = spec
-        compute = ComputeSettings.choose(spec, device, token_budget, max_batch_items)
-        self.device, self.token_budget, self.max_batch_items = (
-            compute.device,
-            compute.token_budget,
-            compute.max_batch_items,
-        )
-        self.dtype = compute.dtype
+        super().__init__(spec, device, token_budget, max_batch_items)
         self.model = SentenceTransformer(spec.resolved_source(cache_dir), device=self.device)
         self.model.max_seq_length = spec.max_tokens
         if self.dtype == "float16":
             self.model.half()
-        self.backoffs = 0
 
     def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Character spans of each text's tokens, without special tokens and without truncation."""
@@ -115,9 +101,6 @@ class SentenceTransformerEncoder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
-
-    def _count_backoff(self, _size: int) -> None:
-        self.backoffs += 1
 
     def encode_texts(self, texts: list[str], token_counts: list[int] | None = None) -> EncodedBatch:
         """Vectors of `texts` in their order; `token_counts` (content tokens) spare a tokenizer pass."""
