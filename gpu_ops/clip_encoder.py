@@ -19,10 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gpu_ops.batching import encode_with_backoff, token_budget_batches
 from gpu_ops.encoders import SPECIAL_TOKENS, EncodedBatch, LocalEncoder
 from gpu_ops.registry import ModelSpec
-from gpu_ops.windows import split_windows
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RANDOM_INIT = "random:"
@@ -121,9 +119,6 @@ class OpenClipEncoder(LocalEncoder):
         """Character spans of each text's tokens, without special tokens and without truncation."""
         return [clip_token_spans(self.tokenizer, text) for text in texts]
 
-    def windows(self, text: str, spans: list[tuple[int, int]]) -> list[str]:
-        return split_windows(text, spans, self.spec.window_tokens, self.spec.window_overlap)
-
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts).to(self.device)
         with torch.inference_mode():
@@ -136,18 +131,6 @@ class OpenClipEncoder(LocalEncoder):
             vectors = self.model.encode_image(batch, normalize=self.spec.normalize)
         return vectors.float().cpu().numpy()
 
-    def _encode(self, encode_batch, items: list, costs: list[int], tokens: int) -> EncodedBatch:
-        batches = token_budget_batches(costs, self.token_budget, self.max_batch_items)
-        encoded = [
-            (batch, encode_with_backoff(encode_batch, [items[i] for i in batch], self._count_backoff))
-            for batch in batches
-        ]
-        dim = encoded[0][1].shape[1] if encoded else self.spec.dim
-        vectors = np.empty((len(items), dim), dtype=np.float32)
-        for batch, batch_vectors in encoded:
-            vectors[batch] = batch_vectors
-        return EncodedBatch(vectors, len(batches), tokens)
-
     def encode_texts(self, texts: list[str], token_counts: list[int] | None = None) -> EncodedBatch:
         """Vectors of `texts` (CLIP's text tower) in their order; `token_counts` spare a tokenizer pass.
 
@@ -156,7 +139,7 @@ class OpenClipEncoder(LocalEncoder):
         if token_counts is None:
             token_counts = [len(spans) for spans in self.token_spans(texts)]
         tokens = sum(min(count + SPECIAL_TOKENS, self.spec.max_tokens) for count in token_counts)
-        return self._encode(self._encode_text_batch, texts, [self.context_length] * len(texts), tokens)
+        return self._encode_in_batches(self._encode_text_batch, texts, [self.context_length] * len(texts), tokens)
 
     def encode_images(self, images: Iterable[Image.Image]) -> EncodedBatch:
         """Vectors of `images` (RGB, upright) in their order, from CLIP's image tower.
@@ -166,4 +149,4 @@ class OpenClipEncoder(LocalEncoder):
         """
         pixels = [self.preprocess(image) for image in images]
         costs = [self.image_tokens] * len(pixels)
-        return self._encode(self._encode_image_batch, pixels, costs, sum(costs))
+        return self._encode_in_batches(self._encode_image_batch, pixels, costs, sum(costs))

@@ -41,7 +41,16 @@ class EncodedBatch:
     failures: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
-class LocalEncoder:
+class Encoder:
+    """What every encoder shares: its version's spec, and how a text longer than its window is cut."""
+
+    spec: ModelSpec
+
+    def windows(self, text: str, spans: list[tuple[int, int]]) -> list[str]:
+        return split_windows(text, spans, self.spec.window_tokens, self.spec.window_overlap)
+
+
+class LocalEncoder(Encoder):
     """What every model run on this machine shares: where it runs, its batch limits, its dtype and
     its out-of-memory backoffs, chosen by one policy."""
 
@@ -57,6 +66,21 @@ class LocalEncoder:
 
     def _count_backoff(self, _size: int) -> None:
         self.backoffs += 1
+
+    def _encode_in_batches(self, encode_batch, items: list, costs: list[int], tokens: int) -> EncodedBatch:
+        """`items` through `encode_batch` in token-budget batches by `costs` (halved on out-of-memory),
+        their vectors back in the items' order."""
+        batches = token_budget_batches(costs, self.token_budget, self.max_batch_items)
+        encoded = [
+            (batch, encode_with_backoff(encode_batch, [items[i] for i in batch], self._count_backoff))
+            for batch in batches
+        ]
+        # The model's own output width, which validation compares with the registry's dim.
+        dim = encoded[0][1].shape[1] if encoded else self.spec.dim
+        vectors = np.empty((len(items), dim), dtype=np.float32)
+        for batch, batch_vectors in encoded:
+            vectors[batch] = batch_vectors
+        return EncodedBatch(vectors, len(batches), tokens)
 
 
 class SentenceTransformerEncoder(LocalEncoder):
@@ -88,9 +112,6 @@ class SentenceTransformerEncoder(LocalEncoder):
         )
         return [list(map(tuple, spans)) for spans in encoded["offset_mapping"]]
 
-    def windows(self, text: str, spans: list[tuple[int, int]]) -> list[str]:
-        return split_windows(text, spans, self.spec.window_tokens, self.spec.window_overlap)
-
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             vectors = self.model.encode(
@@ -107,17 +128,7 @@ class SentenceTransformerEncoder(LocalEncoder):
         if token_counts is None:
             token_counts = [len(spans) for spans in self.token_spans(texts)]
         lengths = [min(count + SPECIAL_TOKENS, self.spec.max_tokens) for count in token_counts]
-        batches = token_budget_batches(lengths, self.token_budget, self.max_batch_items)
-        encoded = [
-            (batch, encode_with_backoff(self._encode_batch, [texts[i] for i in batch], self._count_backoff))
-            for batch in batches
-        ]
-        # The model's own output width, which validation compares with the registry's dim.
-        dim = encoded[0][1].shape[1] if encoded else self.spec.dim
-        vectors = np.empty((len(texts), dim), dtype=np.float32)
-        for batch, batch_vectors in encoded:
-            vectors[batch] = batch_vectors
-        return EncodedBatch(vectors, len(batches), sum(lengths))
+        return self._encode_in_batches(self._encode_batch, texts, lengths, sum(lengths))
 
 
 def load_encoder(

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
-from gpu_ops.encoders import EncodedBatch
+from gpu_ops.encoders import EncodedBatch, Encoder
 from gpu_ops.registry import ModelSpec
-from gpu_ops.windows import split_windows
 
 # tiktoken's cl100k_base pre-tokenizer, in the `re` dialect: contractions, words with one leading
 # space or mark, numbers three digits at a time, runs of punctuation, whitespace.
@@ -143,7 +142,7 @@ def backfill_cost_usd(documents: int, tokens_per_document: float, price_per_1k_t
     return documents * tokens_per_document / 1000 * price_per_1k_tokens
 
 
-class HostedEncoder:
+class HostedEncoder(Encoder):
     """An OpenAI-compatible embeddings endpoint; the API key comes from the variable `spec.api_key_env`."""
 
     device = "hosted"
@@ -184,9 +183,6 @@ class HostedEncoder:
     def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Estimated token spans (see `estimated_token_spans`): no tokenizer of the provider is at hand."""
         return [estimated_token_spans(text) for text in texts]
-
-    def windows(self, text: str, spans: list[tuple[int, int]]) -> list[str]:
-        return split_windows(text, spans, self.spec.window_tokens, self.spec.window_overlap)
 
     def encode_texts(self, texts: list[str], token_counts: list[int] | None = None) -> EncodedBatch:
         """Vectors of `texts` in their order; rows of texts the provider refused are NaN and listed in `failures`."""

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from embedding_assets.core.search import documents_by_id, nearest_documents
+from embedding_assets.core.search import Hit, nearest_hits
 from resources.lance_store import LanceStore, sql_in, sql_literal
 from serving.errors import APIError
 
@@ -43,27 +43,17 @@ def search_version(store: LanceStore, model_version: str, vector, k: int, where:
         raise APIError(404, message, "index_not_found", "model") from error
     pinned = table.version
     table.checkout(pinned)
-    rows = nearest_documents(table, vector, k, where)
-    documents = documents_by_id(store, [row["doc_id"] for row in rows])
-    hits = []
-    for row in rows:
-        document = documents.get(row["doc_id"], {})
-        hits.append(
-            {
-                "doc_id": row["doc_id"],
-                "id": row["id"],
-                "score": 1.0 - row["_distance"],
-                "title": document.get("title"),
-                "snippet": (document.get("text") or "")[:SNIPPET_CHARS],
-                "provenance": {
-                    "content_hash": row["content_hash"],
-                    "chunk": row["chunk"],
-                    "origin": row["origin"],
-                    "origin_hash": row["origin_hash"],
-                    "model_id": row["model_id"],
-                    "model_version": row["model_version"],
-                    "generated_at": row["generated_at"].isoformat(),
-                },
-            }
-        )
-    return SearchResult(pinned, hits)
+    hits = nearest_hits(store, table, vector, k, where, SNIPPET_CHARS)
+    return SearchResult(pinned, [_hit_payload(hit) for hit in hits])
+
+
+def _hit_payload(hit: Hit) -> dict:
+    provenance = {**hit.provenance, "generated_at": hit.provenance["generated_at"].isoformat()}
+    return {
+        "doc_id": hit.doc_id,
+        "id": hit.row_id,
+        "score": hit.score,
+        "title": hit.title,
+        "snippet": hit.snippet,
+        "provenance": provenance,
+    }

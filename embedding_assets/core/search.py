@@ -9,18 +9,9 @@ from dataclasses import dataclass
 from embedding_assets.core.index_build import vector_query
 from resources.lance_store import LanceStore, scan_in
 
-HIT_COLUMNS = [
-    "id",
-    "doc_id",
-    "chunk",
-    "content_hash",
-    "origin",
-    "origin_hash",
-    "model_id",
-    "model_version",
-    "generated_at",
-    "_distance",
-]
+PROVENANCE_COLUMNS = ("content_hash", "chunk", "origin", "origin_hash", "model_id", "model_version", "generated_at")
+HIT_COLUMNS = ["id", "doc_id", *PROVENANCE_COLUMNS, "_distance"]
+SNIPPET_CHARS = 160
 
 
 @dataclass(frozen=True)
@@ -33,6 +24,9 @@ class Hit:
     # The document's text, or an image's caption ("" for an image without one).
     snippet: str
     modality: str
+    # How the row's vector was made: content_hash, chunk, origin, origin_hash, model_id,
+    # model_version, generated_at.
+    provenance: dict
 
 
 def nearest_documents(table, vector, k: int, where: str | None = None) -> list[dict]:
@@ -59,9 +53,11 @@ def documents_by_id(store: LanceStore, doc_ids: list[str]) -> dict[str, dict]:
     return documents
 
 
-def search(store: LanceStore, model_version: str, encoder, query: str, k: int = 5) -> list[Hit]:
-    vector = encoder.encode_texts([query]).vectors[0]
-    rows = nearest_documents(store.open_embeddings_table(model_version), vector, k)
+def nearest_hits(
+    store: LanceStore, table, vector, k: int, where: str | None = None, snippet_chars: int = SNIPPET_CHARS
+) -> list[Hit]:
+    """The k nearest documents in `table` (a version's table, at whatever version it is opened at)."""
+    rows = nearest_documents(table, vector, k, where)
     documents = documents_by_id(store, [row["doc_id"] for row in rows])
     hits = []
     for row in rows:
@@ -73,8 +69,14 @@ def search(store: LanceStore, model_version: str, encoder, query: str, k: int = 
                 score=1.0 - row["_distance"],
                 row_id=row["id"],
                 origin=row["origin"],
-                snippet=(document.get("text") or "")[:160],
+                snippet=(document.get("text") or "")[:snippet_chars],
                 modality=document.get("modality") or "text",
+                provenance={column: row[column] for column in PROVENANCE_COLUMNS},
             )
         )
     return hits
+
+
+def search(store: LanceStore, model_version: str, encoder, query: str, k: int = 5) -> list[Hit]:
+    vector = encoder.encode_texts([query]).vectors[0]
+    return nearest_hits(store, store.open_embeddings_table(model_version), vector, k)
