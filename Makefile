@@ -39,7 +39,7 @@ $(INSTANCE): dagster.yaml
 endif
 
 demo: install $(INSTANCE)
-	$(PYTHON) -m embedding_assets.demo
+	$(PYTHON) -m embedding_assets.cli.demo
 
 ui: install $(INSTANCE)
 	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
@@ -63,22 +63,22 @@ bench: install
 
 # make search q="..." [v=<model version>]: the live version, or the one named.
 search: install
-	$(PYTHON) -m embedding_assets.search $(if $(v),--version "$(v)") -- "$(q)"
+	$(PYTHON) -m embedding_assets.cli.search $(if $(v),--version "$(v)") -- "$(q)"
 
 # make register key=mpnet-base-v1 model_id=sentence-transformers/all-mpnet-base-v2 \
 #   source=split-zip:all-mpnet-base-v2 dim=768 max_tokens=384 [revision=1 normalize=true dtype=auto]
 register: install
-	$(PYTHON) -m embedding_assets.manage register --registry "$${MODEL_REGISTRY:-models.yaml}" --key "$(key)" \
+	$(PYTHON) -m embedding_assets.cli.manage register --registry "$${MODEL_REGISTRY:-models.yaml}" --key "$(key)" \
 	  --model-id "$(model_id)" --source "$(source)" --dim "$(dim)" --max-tokens "$(max_tokens)" \
 	  --revision "$${revision:-1}" --normalize "$${normalize:-true}" --dtype "$${dtype:-auto}"
 
 # make promote v=<version> [force=1]
 promote: install
-	$(PYTHON) -m embedding_assets.manage promote "$(v)" $(if $(force),--force)
+	$(PYTHON) -m embedding_assets.cli.manage promote "$(v)" $(if $(force),--force)
 
 # make rollback [to=<version>]
 rollback: install
-	$(PYTHON) -m embedding_assets.manage rollback --to "$(to)"
+	$(PYTHON) -m embedding_assets.cli.manage rollback --to "$(to)"
 
 clean:
 	rm -rf .data storage history schedules logs .logs_queue .nux .telemetry

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from dagster import DagsterInstance, instance_for_test
 
-from embedding_assets.definitions import build_definitions, local_resources
-from embedding_assets.pipeline_runner import apply_source_changes
+from embedding_assets.cli.pipeline_runner import apply_source_changes
+from embedding_assets.core.store import LanceStore
+from embedding_assets.definitions import build_definitions
 from partitions import embedding_partition_key, model_version_partitions
-from resources.lance_store import LanceStore
+from resources.deployments import local_resources
 
 DEFAULT_VERSION = "minilm-l6-v1"
 

@@ -8,7 +8,7 @@ import torch
 from benchmarks.corpora import distinct_texts, stdlib_records
 from benchmarks.deployment import DEFAULT_VERSION, Stopwatch
 from benchmarks.table import Row, verdict
-from gpu_ops.encoders import load_encoder
+from gpu_ops.loading import load_encoder
 from gpu_ops.registry import load_registry
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from benchmarks.corpora import stdlib_records, write_jsonl
 from benchmarks.deployment import DEFAULT_VERSION, Stopwatch, temporary_deployment
 from benchmarks.table import Row, verdict
-from embedding_assets.pipeline_runner import run_pipeline
-from resources.lance_store import scan
+from embedding_assets.cli.pipeline_runner import run_pipeline
+from embedding_assets.core.store import scan
 
 
 def run(work: Path, cache_dir: Path, change_share: float) -> list[Row]:

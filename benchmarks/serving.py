@@ -20,10 +20,11 @@ from dagster import instance_for_test
 from benchmarks.corpora import distinct_texts, stdlib_records, write_jsonl
 from benchmarks.deployment import DEFAULT_VERSION
 from benchmarks.table import Row, verdict
-from embedding_assets.definitions import build_definitions, local_resources
-from embedding_assets.pipeline_runner import run_pipeline
-from gpu_ops.encoders import load_encoder
+from embedding_assets.cli.pipeline_runner import run_pipeline
+from embedding_assets.definitions import build_definitions
+from gpu_ops.loading import load_encoder
 from gpu_ops.registry import load_registry
+from resources.deployments import local_resources
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

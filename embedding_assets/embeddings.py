@@ -3,9 +3,10 @@ from datetime import datetime, timezone
 from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, asset
 
 from embedding_assets.core.embedding_run import COMMIT_GROUP_CONTENTS, Progress, embed_shard
+from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.dedup import dedup_signatures
 from partitions import embedding_partitions
-from resources.lance_store import LanceDBResource, embeddings_table_name
+from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 
 
@@ -81,11 +82,9 @@ def embeddings(
             "quarantine_reasons": dict(stats.quarantine_reasons),
             "docs_per_second": round(stats.docs_per_second, 1),
             "wall_seconds": round(stats.seconds, 2),
-            "device": f"{stats.encoder.device} ({stats.encoder.dtype})" if stats.encoder else "not loaded",
-            "oom_backoffs": stats.encoder.backoffs if stats.encoder else 0,
             "table": embeddings_table_name(model_version),
             "table_version": table.version,
-            # A hosted model's requests, retries, billed tokens and estimated cost.
-            **(stats.encoder.usage_metadata() if hasattr(stats.encoder, "usage_metadata") else {}),
+            # Where the model ran and its backoffs; a hosted model's requests, retries, tokens and cost.
+            **(stats.encoder.metadata() if stats.encoder else {"device": "not loaded"}),
         }
     )

@@ -3,14 +3,15 @@ from typing import Literal
 
 from dagster import AssetExecutionContext, AssetKey, AutomationCondition, Config, Failure, MaterializeResult, asset
 
-from embedding_assets.core.aliases import LIVE, current_alias, ever_live, switch_alias
+from embedding_assets.core.aliases import LIVE_ALIAS, current_alias, ever_live, switch_alias
 from embedding_assets.core.index_build import build_index
 from embedding_assets.core.promotion import PromotionDecision, decide_promotion
 from embedding_assets.core.retention import apply_retention
+from embedding_assets.core.store import LanceStore
 from embedding_assets.embeddings import embeddings
 from gpu_ops.registry import ModelRegistry
 from partitions import model_version_partitions
-from resources.lance_store import LanceDBResource, LanceStore
+from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 from resources.promotion_policy import PromotionPolicyResource
 
@@ -85,12 +86,12 @@ def live_index(
     """The `live` alias readers resolve. It moves, in one commit, only to a version that passes every gate."""
     store = lancedb.store()
     registry = model_registry.registry()
-    alias = current_alias(store, LIVE)
+    alias = current_alias(store, LIVE_ALIAS)
     live = alias.model_version if alias else None
     candidate = config.model_version or _awaiting_promotion(context, store, registry)
     if candidate is None or candidate == live:
         reason = "already live" if candidate else "no registered version awaits promotion"
-        context.log.info(f"{LIVE} stays on {live}: {reason}")
+        context.log.info(f"{LIVE_ALIAS} stays on {live}: {reason}")
         return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", "reasons": reason})
 
     if config.force:
@@ -107,15 +108,17 @@ def live_index(
     )
     metadata = _decision_metadata(decision, live)
     if not decision.promote:
-        message = f"{candidate} not promoted, {LIVE} stays on {live}: " + "; ".join(decision.reasons)
+        message = f"{candidate} not promoted, {LIVE_ALIAS} stays on {live}: " + "; ".join(decision.reasons)
         if config.model_version:
             raise Failure(message, metadata=metadata)
         context.log.warning(message)
         return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", **metadata})
 
-    switched = switch_alias(store, candidate, config.switched_by, datetime.now(timezone.utc), LIVE)
+    switched = switch_alias(store, candidate, config.switched_by, datetime.now(timezone.utc), LIVE_ALIAS)
     retention = apply_retention(store, set(registry.specs), promotion_policy.keep_retired_versions)
-    context.log.info(f"{LIVE} switched from {live} to {candidate}; retention dropped {retention.dropped or 'nothing'}")
+    context.log.info(
+        f"{LIVE_ALIAS} switched from {live} to {candidate}; retention dropped {retention.dropped or 'nothing'}"
+    )
     return MaterializeResult(
         metadata={
             "decision": "promoted",

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gpu_ops.encoders import SPECIAL_TOKENS, EncodedBatch, LocalEncoder
+from gpu_ops.encoder import SPECIAL_TOKENS, EncodedBatch
+from gpu_ops.local_encoder import LocalEncoder
 from gpu_ops.registry import ModelSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
-from gpu_ops.encoders import EncodedBatch, Encoder
+from gpu_ops.encoder import EncodedBatch, Encoder
 from gpu_ops.registry import ModelSpec
 
 # tiktoken's cl100k_base pre-tokenizer, in the `re` dialect: contractions, words with one leading
@@ -153,8 +153,6 @@ class HostedEncoder(Encoder):
         if not api_key:
             raise HostedModelError(f"model {spec.key}: set the environment variable {spec.api_key_env} to its API key")
         self.spec = spec
-        # Out-of-memory backoffs of local encoders: a hosted model has none.
-        self.backoffs = 0
         self.requests = 0
         self.retries = 0
         self.tokens = 0
@@ -170,9 +168,10 @@ class HostedEncoder(Encoder):
     def estimated_cost_usd(self) -> float:
         return self.tokens / 1000 * self.spec.price_per_1k_tokens
 
-    def usage_metadata(self) -> dict:
+    def metadata(self) -> dict:
         """What the provider was asked and what it costs, for the materialization."""
         return {
+            "device": f"{self.device} ({self.dtype})",
             "provider_requests": self.requests,
             "provider_retries": self.retries,
             "provider_tokens": self.tokens,

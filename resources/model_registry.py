@@ -5,7 +5,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from gpu_ops.encoders import load_encoder
+from gpu_ops.loading import load_encoder
 from gpu_ops.registry import ModelRegistry, ModelSpec, load_registry
 
 
@@ -16,7 +16,7 @@ class ModelRegistryResource(ConfigurableResource):
     # Where models that must be assembled (split zips) are unpacked once.
     model_cache_dir: str
     device: str = "auto"
-    # 0 picks the device's default (see gpu_ops.encoders.DEFAULT_TOKEN_BUDGETS).
+    # 0 picks the device's default (see gpu_ops.local_encoder.DEFAULT_TOKEN_BUDGETS).
     token_budget: int = 0
     max_batch_items: int = 0
 

@@ -25,13 +25,14 @@ from dagster import (
 
 from embedding_assets.core.change_plan import plan_changes
 from embedding_assets.core.minhash import MinHasher
+from embedding_assets.jobs import corpus_job, dedup_job, embed_job
 from partitions import embedding_partition_key, model_version_partitions
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
 
 BATCH_TAG = "embedding/change_batch"
 PHASE_TAG = "embedding/phase"
-PHASE_JOBS = {"corpus": "corpus_job", "dedup": "dedup_job", "embed": "embed_job"}
+PHASE_JOBS = {"corpus": corpus_job, "dedup": dedup_job, "embed": embed_job}
 NEXT_PHASE = {"corpus": "dedup", "dedup": "embed", "embed": None}
 # Incremental runs go ahead of queued backfill runs.
 INCREMENTAL_PRIORITY = {"dagster/priority": "1"}
@@ -47,7 +48,9 @@ def _phase_requests(context: SensorEvaluationContext, batch: dict) -> list[RunRe
         keys = shards
     tags = {BATCH_TAG: batch["id"], PHASE_TAG: phase, **INCREMENTAL_PRIORITY}
     return [
-        RunRequest(job_name=PHASE_JOBS[phase], partition_key=key, run_key=f"{batch['id']}:{phase}:{key}", tags=tags)
+        RunRequest(
+            job_name=PHASE_JOBS[phase].name, partition_key=key, run_key=f"{batch['id']}:{phase}:{key}", tags=tags
+        )
         for key in keys
     ]
 
@@ -80,7 +83,7 @@ def _advance(context: SensorEvaluationContext, state: dict) -> SensorResult:
     return SensorResult(run_requests=requests, cursor=json.dumps({**state, "batch": batch}))
 
 
-@sensor(minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
+@sensor(jobs=list(PHASE_JOBS.values()), minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
 def corpus_change_sensor(
     context: SensorEvaluationContext, corpus_source: CorpusSourceResource, lancedb: LanceDBResource
 ):

@@ -16,15 +16,16 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.execution.backfill import BulkActionStatus
 
 from embedding_assets.core.aliases import current_alias
-from embedding_assets.core.documents import LIVE
+from embedding_assets.core.documents import LIVE_DOCUMENTS
+from embedding_assets.core.store import LanceStore
 from gpu_ops.hosted_encoder import backfill_cost_usd, estimated_token_count
 from gpu_ops.registry import ModelSpec
 from partitions import model_version_partitions
-from resources.lance_store import LanceDBResource, LanceStore
+from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
+from sensors.dagster_private import BulkActionStatus
 
 PENDING_BACKFILL_STATUSES = (BulkActionStatus.REQUESTED,)
 # Documents whose tokens are counted to estimate a hosted backfill's cost.
@@ -38,8 +39,8 @@ def backfill_cost_estimate(store: LanceStore, spec: ModelSpec) -> str:
     estimated on a sample; an upper bound, since duplicates reuse a representative's vector.
     """
     documents = store.table("documents")
-    count = documents.count_rows(LIVE)
-    sample = documents.search().where(LIVE).select(["text"]).limit(COST_SAMPLE_DOCUMENTS).to_arrow()
+    count = documents.count_rows(LIVE_DOCUMENTS)
+    sample = documents.search().where(LIVE_DOCUMENTS).select(["text"]).limit(COST_SAMPLE_DOCUMENTS).to_arrow()
     per_document = fmean(map(estimated_token_count, sample.column("text").to_pylist())) if count else 0.0
     cost = backfill_cost_usd(count, per_document, spec.price_per_1k_tokens)
     return (

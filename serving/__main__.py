@@ -7,7 +7,7 @@ from serving.settings import ServingSettings
 
 
 def main() -> None:
-    from embedding_assets.definitions import local_resources_from_env
+    from resources.deployments import local_resources_from_env
 
     settings = ServingSettings.from_env()
     if not settings.api_keys:

@@ -15,14 +15,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from embedding_assets.core.aliases import LIVE
+from embedding_assets.core.aliases import LIVE_ALIAS
 from serving.cache import LRUVectorCache, RedisVectorCache
 from serving.embedding import EmbeddingService
 from serving.errors import APIError, retry_after
 from serving.metrics import LatencyMiddleware, ServingMetrics
 from serving.models import ModelPool
 from serving.rate_limit import LocalRateLimiter, RedisRateLimiter, key_identity
-from serving.search import metadata_filter, search_version
+from serving.search_api import metadata_filter, search_version
 from serving.settings import ServingSettings
 
 
@@ -42,7 +42,7 @@ class SearchRequest(BaseModel):
     query: str | None = None
     vector: list[float] | None = None
     k: int = Field(default=10, gt=0)
-    model: str = LIVE
+    model: str = LIVE_ALIAS
     filters: dict[str, str | list[str]] = Field(default_factory=dict)
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedding_assets.core.aliases import Alias, AliasReader
+from embedding_assets.core.store import LanceStore
 from gpu_ops.registry import ModelRegistry, ModelSpec, load_registry
-from resources.lance_store import LanceStore
 from resources.model_registry import ModelRegistryResource
 from serving.batcher import Encoded, MicroBatcher
 from serving.errors import APIError, retry_after

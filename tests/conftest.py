@@ -1,5 +1,3 @@
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -13,17 +11,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LANCE_LOG", "error")
 
 from embedding_assets.core.stdlib_corpus import stdlib_corpus_path  # noqa: E402
-from embedding_assets.definitions import PROJECT_ROOT, build_definitions, local_resources  # noqa: E402
-from gpu_ops.encoders import load_encoder  # noqa: E402
+from embedding_assets.core.store import LanceStore  # noqa: E402
+from embedding_assets.definitions import build_definitions  # noqa: E402
+from gpu_ops.loading import load_encoder  # noqa: E402
 from gpu_ops.registry import load_registry  # noqa: E402
-from partitions import shard_of  # noqa: E402
-from resources.lance_store import LanceStore  # noqa: E402
-
-MODELS_YAML = PROJECT_ROOT / "models.yaml"
-DEFAULT_VERSION = "minilm-l6-v1"
-# The image demo's registry: MiniLM and the small random open_clip model (see gpu_ops/clip_encoder.py).
-IMAGES_YAML = PROJECT_ROOT / "models-images.yaml"
-CLIP_VERSION = "tiny-clip-v1"
+from tests.builders import (  # noqa: E402
+    CLIP_VERSION,
+    DEFAULT_VERSION,
+    IMAGES_YAML,
+    MODELS_YAML,
+    make_resources,
+    near_duplicate_pair,
+    stable_sample,
+    write_jsonl,
+)
 
 
 @pytest.fixture(scope="session")
@@ -56,22 +57,11 @@ def clip_encoder(clip_spec, cache_dir):
     return load_encoder(clip_spec, cache_dir, "cpu")
 
 
-def _stable_sample(rows: list[dict], size: int) -> list[dict]:
-    return sorted(rows, key=lambda row: hashlib.sha1(row["id"].encode()).digest())[:size]
-
-
-def near_duplicate_pair(base_text: str) -> tuple[str, str]:
-    """Two ids in different shards and a light edit of `base_text` (one word changed)."""
-    first = "near-dup:original"
-    second = next(f"near-dup:copy-{n}" for n in range(100) if shard_of(f"near-dup:copy-{n}") != shard_of(first))
-    return first, second
-
-
 @pytest.fixture(scope="session")
 def sample_records(stdlib_table) -> list[dict]:
     """About 250 real documents from the Python docs, plus a cross-shard near duplicate and an exact duplicate."""
     rows = [row for row in stdlib_table.to_pylist() if 80 <= len(row["text"]) <= 1500 and row["id"].startswith("py:")]
-    sample = _stable_sample(rows, 240)
+    sample = stable_sample(rows, 240)
     long_topic = next(row for row in stdlib_table.to_pylist() if row["id"] == "topic:assert")
     base = next(row["text"] for row in rows if 600 <= len(row["text"]) <= 900)
     first, second = near_duplicate_pair(base)
@@ -84,11 +74,6 @@ def sample_records(stdlib_table) -> list[dict]:
         {"id": "exact-dup:copy", "title": "exact copy", "text": sample[0]["text"]},
     ]
     return records
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -104,10 +89,6 @@ def lance_uri(tmp_path) -> str:
 @pytest.fixture
 def store(lance_uri) -> LanceStore:
     return LanceStore(lance_uri)
-
-
-def make_resources(corpus_uri: str, lance_uri: str, cache_dir: Path, registry_path: Path = MODELS_YAML) -> dict:
-    return local_resources(corpus_uri, lance_uri, cache_dir, registry_path, device="cpu")
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 import lancedb
 import pyarrow as pa
 
-from resources.lance_store import ALIASES_SCHEMA, LanceStore, embeddings_table_name, scan, sql_literal, upsert
+from embedding_assets.core.schemas import ALIASES_SCHEMA, embeddings_table_name
+from embedding_assets.core.store import LanceStore, scan, sql_literal, upsert
 
-LIVE = "live"
+LIVE_ALIAS = "live"
 HISTORY_DEPTH = 200
 
 
@@ -26,7 +27,7 @@ class Alias:
     switched_by: str
 
 
-def current_alias(store: LanceStore, alias: str = LIVE) -> Alias | None:
+def current_alias(store: LanceStore, alias: str = LIVE_ALIAS) -> Alias | None:
     rows = scan(store.table("aliases"), f"alias = {sql_literal(alias)}").to_pylist()
     return Alias(**rows[0]) if rows else None
 
@@ -43,7 +44,7 @@ class AliasReader:
         self._table = None
         self._read: tuple[int, dict[str, Alias]] | None = None
 
-    def current(self, alias: str = LIVE) -> Alias | None:
+    def current(self, alias: str = LIVE_ALIAS) -> Alias | None:
         if self._table is None:
             if not self._store.has_table("aliases"):
                 return None
@@ -59,14 +60,16 @@ class AliasReader:
         return self._read[1].get(alias)
 
 
-def switch_alias(store: LanceStore, model_version: str, switched_by: str, now: datetime, alias: str = LIVE) -> Alias:
+def switch_alias(
+    store: LanceStore, model_version: str, switched_by: str, now: datetime, alias: str = LIVE_ALIAS
+) -> Alias:
     table_version = store.open_embeddings_table(model_version).version
     row = Alias(alias, model_version, embeddings_table_name(model_version), table_version, now, switched_by)
     upsert(store.table("aliases"), pa.Table.from_pylist([vars(row)], schema=ALIASES_SCHEMA), on="alias")
     return row
 
 
-def alias_history(store: LanceStore, alias: str = LIVE) -> list[Alias]:
+def alias_history(store: LanceStore, alias: str = LIVE_ALIAS) -> list[Alias]:
     """Every distinct state of `alias`, newest first, read from the table's versions."""
     table = store.db.open_table("aliases") if store.has_table("aliases") else None
     if table is None:
@@ -81,11 +84,11 @@ def alias_history(store: LanceStore, alias: str = LIVE) -> list[Alias]:
     return history
 
 
-def previous_version(store: LanceStore, alias: str = LIVE) -> str | None:
+def previous_version(store: LanceStore, alias: str = LIVE_ALIAS) -> str | None:
     """The version that was live before the current one."""
     history = alias_history(store, alias)
     return next((entry.model_version for entry in history[1:] if entry.model_version != history[0].model_version), None)
 
 
-def ever_live(store: LanceStore, alias: str = LIVE) -> set[str]:
+def ever_live(store: LanceStore, alias: str = LIVE_ALIAS) -> set[str]:
     return {entry.model_version for entry in alias_history(store, alias)}

@@ -17,9 +17,9 @@ from embedding_assets.core.corpus_sync import classify
 from embedding_assets.core.documents import doc_ids_by_content, live_documents
 from embedding_assets.core.minhash import MinHasher, band_hashes
 from embedding_assets.core.quarantine import quarantined_in_corpus
+from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import SourceRecord
-from partitions import shard_of
-from resources.lance_store import LanceStore, scan_in
+from embedding_assets.core.store import LanceStore, scan_in
 
 
 @dataclass

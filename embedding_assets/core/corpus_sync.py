@@ -15,10 +15,11 @@ import pyarrow as pa
 
 from embedding_assets.core.images import ImageProblem, find_image_problem
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
+from embedding_assets.core.schemas import DOCUMENTS_SCHEMA
+from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
+from embedding_assets.core.store import LanceStore, scan, sql_literal, upsert
 from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
-from partitions import shard_of
-from resources.lance_store import DOCUMENTS_SCHEMA, LanceStore, scan, sql_literal, upsert
 
 WRITE_BATCH_ROWS = 4_096
 # Image bytes written per batch: a few hundred photos, not thousands of 10 MB files, in memory at once.

@@ -32,17 +32,8 @@ from embedding_assets.core.minhash import (
     band_hashes,
     estimated_jaccard,
 )
-from resources.lance_store import (
-    LSH_BANDS_SCHEMA,
-    SIGNATURES_SCHEMA,
-    LanceStore,
-    delete_in,
-    fixed_size_lists,
-    scan,
-    scan_in,
-    sql_literal,
-    upsert,
-)
+from embedding_assets.core.schemas import LSH_BANDS_SCHEMA, SIGNATURES_SCHEMA
+from embedding_assets.core.store import LanceStore, delete_in, fixed_size_lists, scan, scan_in, sql_literal, upsert
 
 Neighbours = dict[str, list[tuple[str, float]]]
 SIGN_BATCH = 2_048

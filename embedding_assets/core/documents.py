@@ -5,13 +5,14 @@ A document's `text` is its text, or its caption when it is an image ("" for an i
 
 from collections.abc import Iterable, Iterator
 
-from resources.lance_store import LanceStore, scan, scan_in, sql_literal
+from embedding_assets.core.store import LanceStore, scan, scan_in, sql_literal
 
-LIVE = "deleted = false"
+# The SQL filter of documents that are not tombstones.
+LIVE_DOCUMENTS = "deleted = false"
 
 
 def _live_in(shard: str | None) -> str:
-    return f"shard = {sql_literal(shard)} AND {LIVE}" if shard is not None else LIVE
+    return f"shard = {sql_literal(shard)} AND {LIVE_DOCUMENTS}" if shard is not None else LIVE_DOCUMENTS
 
 
 def live_documents(store: LanceStore, shard: str | None = None) -> dict[str, str]:
@@ -29,13 +30,13 @@ def live_documents_with_modality(store: LanceStore, shard: str | None = None) ->
 
 def live_content_modalities(store: LanceStore) -> dict[str, str]:
     """content_hash -> modality of every live content (one content hash never spans two modalities)."""
-    rows = scan(store.table("documents"), LIVE, ["content_hash", "modality"])
+    rows = scan(store.table("documents"), LIVE_DOCUMENTS, ["content_hash", "modality"])
     return dict(zip(rows.column("content_hash").to_pylist(), rows.column("modality").to_pylist()))
 
 
 def iter_texts_by_content(store: LanceStore, hashes: Iterable[str]) -> Iterator[dict[str, str]]:
     """content_hash -> text, one dict per bounded lookup, from any live document holding it."""
-    for part in scan_in(store.table("documents"), "content_hash", hashes, ["content_hash", "text"], LIVE):
+    for part in scan_in(store.table("documents"), "content_hash", hashes, ["content_hash", "text"], LIVE_DOCUMENTS):
         texts: dict[str, str] = {}
         for content, text in zip(part.column("content_hash").to_pylist(), part.column("text").to_pylist()):
             texts.setdefault(content, text)
@@ -53,7 +54,11 @@ def images_by_content(store: LanceStore, hashes: Iterable[str]) -> dict[str, byt
     """content_hash -> image bytes, for those of `hashes` that are images or pairs."""
     images: dict[str, bytes] = {}
     for part in scan_in(
-        store.table("documents"), "content_hash", hashes, ["content_hash", "image"], f"{LIVE} AND image IS NOT NULL"
+        store.table("documents"),
+        "content_hash",
+        hashes,
+        ["content_hash", "image"],
+        f"{LIVE_DOCUMENTS} AND image IS NOT NULL",
     ):
         for content, image in zip(part.column("content_hash").to_pylist(), part.column("image").to_pylist()):
             images.setdefault(content, image)
@@ -62,5 +67,5 @@ def images_by_content(store: LanceStore, hashes: Iterable[str]) -> dict[str, byt
 
 def doc_ids_by_content(store: LanceStore, hashes: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(doc_id, content_hash) of every live document holding one of `hashes`, across shards."""
-    for part in scan_in(store.table("documents"), "content_hash", hashes, ["doc_id", "content_hash"], LIVE):
+    for part in scan_in(store.table("documents"), "content_hash", hashes, ["doc_id", "content_hash"], LIVE_DOCUMENTS):
         yield from zip(part.column("doc_id").to_pylist(), part.column("content_hash").to_pylist())

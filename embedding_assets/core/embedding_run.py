@@ -29,19 +29,11 @@ from embedding_assets.core.documents import (
 )
 from embedding_assets.core.images import ImageRefused, open_image
 from embedding_assets.core.quarantine import QuarantineEntry, quarantined, replace_quarantine
-from gpu_ops.encoders import EncodedBatch
+from embedding_assets.core.schemas import embeddings_schema
+from embedding_assets.core.store import LanceStore, delete_in, fixed_size_lists, scan, scan_in, sql_literal, upsert
+from gpu_ops.encoder import EncodedBatch
 from gpu_ops.registry import ModelSpec
 from gpu_ops.windows import window_count
-from resources.lance_store import (
-    LanceStore,
-    delete_in,
-    embeddings_schema,
-    fixed_size_lists,
-    scan,
-    scan_in,
-    sql_literal,
-    upsert,
-)
 
 # Representatives encoded and committed together: the unit of progress a crash can lose.
 COMMIT_GROUP_CONTENTS = 256

@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from embedding_assets.core.documents import live_documents
-from embedding_assets.core.search import nearest_documents
+from embedding_assets.core.store import LanceStore
 from embedding_assets.core.text import content_hash, normalize_text
-from resources.lance_store import LanceStore
+from embedding_assets.core.vector_search import nearest_documents
 
 EVAL_SET_PATH = Path(__file__).resolve().parents[1] / "eval" / "stdlib_eval_v1.jsonl"
 EVAL_SET_SIZE = 300

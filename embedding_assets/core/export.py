@@ -14,7 +14,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resources.lance_store import LanceStore, scan_batches
+from embedding_assets.core.store import LanceStore, scan_batches
 
 BATCH_ROWS = 50_000
 

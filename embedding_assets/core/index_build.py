@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from lancedb.index import Bitmap, BTree, HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq
 
-from resources.lance_store import LanceStore
+from embedding_assets.core.store import LanceStore
 
 SCALAR_INDEXES = {"content_hash": BTree, "origin_hash": BTree, "doc_id": BTree, "shard": Bitmap}
 ANN_INDEXES = {"IVF_HNSW_SQ": HnswSq, "IVF_HNSW_PQ": HnswPq, "IVF_PQ": IvfPq, "IVF_SQ": IvfSq, "IVF_FLAT": IvfFlat}

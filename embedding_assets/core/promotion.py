@@ -17,8 +17,8 @@ from embedding_assets.core.index_checks import (
     single_model_version,
     vector_sanity,
 )
+from embedding_assets.core.store import LanceStore
 from gpu_ops.registry import ModelSpec
-from resources.lance_store import LanceStore
 
 
 @dataclass

@@ -9,7 +9,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from resources.lance_store import QUARANTINE_SCHEMA, LanceStore, delete_in, scan, sql_literal, upsert
+from embedding_assets.core.schemas import QUARANTINE_SCHEMA
+from embedding_assets.core.store import LanceStore, delete_in, scan, sql_literal, upsert
 
 
 @dataclass(frozen=True)

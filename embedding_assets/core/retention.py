@@ -8,9 +8,8 @@ rest, the `keep` most recently written stay.
 from dataclasses import dataclass
 
 from embedding_assets.core.aliases import current_alias, previous_version
-from resources.lance_store import LanceStore
-
-TABLE_PREFIX = "embeddings__"
+from embedding_assets.core.schemas import EMBEDDINGS_TABLE_PREFIX, embeddings_table_name
+from embedding_assets.core.store import LanceStore
 
 
 @dataclass
@@ -20,12 +19,16 @@ class RetentionResult:
 
 
 def apply_retention(store: LanceStore, registered: set[str], keep: int) -> RetentionResult:
-    versions = [name.removeprefix(TABLE_PREFIX) for name in store.table_names() if name.startswith(TABLE_PREFIX)]
+    versions = [
+        name.removeprefix(EMBEDDINGS_TABLE_PREFIX)
+        for name in store.table_names()
+        if name.startswith(EMBEDDINGS_TABLE_PREFIX)
+    ]
     live = current_alias(store)
     protected = set(registered) | {v for v in (live.model_version if live else None, previous_version(store)) if v}
     retired = [v for v in versions if v not in protected]
     last_written = {v: store.open_embeddings_table(v).list_versions()[-1]["timestamp"] for v in retired}
     retired.sort(key=lambda v: (last_written[v], v), reverse=True)
     for version in retired[keep:]:
-        store.db.drop_table(f"{TABLE_PREFIX}{version}")
+        store.db.drop_table(embeddings_table_name(version))
     return RetentionResult(kept=sorted(set(versions) - set(retired[keep:])), dropped=sorted(retired[keep:]))

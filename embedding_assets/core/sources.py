@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from embedding_assets.core.images import IMAGE_FILE_SUFFIXES, ImageProblem, ImageRefused, image_size_problem
+from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.skimage_corpus import skimage_corpus_path
 from embedding_assets.core.skimage_corpus import source_uri as skimage_source_uri
 from embedding_assets.core.stdlib_corpus import SOURCE_URI as STDLIB_SOURCE_URI
 from embedding_assets.core.stdlib_corpus import stdlib_corpus_path
-from partitions import shard_of
 
 TEXT_FILE_SUFFIXES = (".txt", ".md")
 # The names CORPUS_URI gives the embedded corpora.

@@ -1,0 +1,66 @@
+"""`make demo`: build everything for every registered model version, then say what was built."""
+
+import os
+
+from dagster import DagsterInstance
+
+from embedding_assets.cli.pipeline_runner import PipelineReport, run_pipeline
+from embedding_assets.cli.search import format_hits, search_live
+
+SAMPLE_QUERY = "How do I parse a JSON string into a Python object?"
+# On the image corpus, a caption: the offline CLIP has random weights, so only its wiring can be shown
+# (the query's text vector is the caption row's own, and that row leads to its image).
+SAMPLE_QUERIES = {"skimage": "Chelsea the cat."}
+
+
+def summary(report: PipelineReport) -> str:
+    lines = [
+        "",
+        "=== What was built ===",
+        f"documents            {report.totals['documents']:,}",
+        f"exact duplicates     {report.totals['exact_duplicates']:,}",
+        f"near duplicates      {report.totals['near_duplicates']:,}",
+        f"quarantined (corpus) {report.totals['corpus_quarantined']:,}",
+    ]
+    for version, counter in report.per_version.items():
+        calls = counter["model_calls"]
+        lines += [
+            f"[{version}]",
+            f"  model calls        {calls:,}" + ("  (everything was already embedded)" if calls == 0 else ""),
+            f"  vectors written    {counter['vectors_written']:,}  (table rows {counter['rows']:,})",
+            f"  reused             exact {counter['reused_exact_dup']:,}, near {counter['reused_near_dup']:,}, "
+            f"cache {counter['reused_cache']:,}",
+            f"  quarantined        {counter['quarantined']:,}",
+            f"  skipped (modality) {counter['skipped_modality']:,}",
+            f"  exported           {counter['exported_rows']:,} rows as Parquet (parquet_export)",
+        ]
+        for check in (c for c in report.checks if c.model_version == version):
+            lines.append(f"  check {check.name:<28} {check.verdict}  {check.description}")
+    lines.append(f"live index           {report.live_version or 'not switched: ' + str(report.live_error)}")
+    for error in report.registry_errors:
+        lines.append(f"registry error       {error}")
+    lines.append(f"wall time            {report.seconds:.1f}s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from embedding_assets.definitions import defs
+
+    instance = DagsterInstance.get()
+    report = run_pipeline(defs, instance)
+    print(summary(report))
+    if report.live_version:
+        query = SAMPLE_QUERIES.get(defs.resources["corpus_source"].uri, SAMPLE_QUERY)
+        version, hits = search_live(defs, query)
+        print(f"\nTop 5 for {query!r} on live ({version}):\n{format_hits(hits)}")
+    print(
+        f"\nDagster instance: {os.environ.get('DAGSTER_HOME')}\n"
+        "Open the UI with `make ui` (http://127.0.0.1:3000): runs, materializations, partitions and check results.\n"
+        'Search with `make search q="your question"`.'
+    )
+    if report.live_error or any(check.verdict == "FAIL" for check in report.checks):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

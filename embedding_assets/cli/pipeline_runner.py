@@ -1,0 +1,167 @@
+"""Materialize the whole graph in-process on a Dagster instance, partition by partition.
+
+This is what `make demo` runs. Each partition is its own run in the instance, so every run,
+materialization and check evaluation shows in the UI (`make ui`) exactly as if launched there.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dagster import DagsterInstance, Definitions, SkipReason, build_sensor_context
+
+from embedding_assets.jobs import corpus_job, dedup_job, embed_job, export_job, index_job, live_index_job
+from partitions import embedding_partition_key, model_version_partitions, shard_partitions
+from sensors.corpus_change import corpus_change_sensor
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+@dataclass
+class CheckReport:
+    model_version: str
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else ("FAIL" if self.blocking else "WARN")
+
+
+@dataclass
+class PipelineReport:
+    totals: Counter = field(default_factory=Counter)
+    per_version: dict[str, Counter] = field(default_factory=dict)
+    checks: list[CheckReport] = field(default_factory=list)
+    live_version: str | None = None
+    live_error: str | None = None
+    registry_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _metadata(result, asset_name: str) -> dict:
+    materializations = result.asset_materializations_for_node(asset_name)
+    return {key: value.value for key, value in materializations[-1].metadata.items()} if materializations else {}
+
+
+def _add(counter: Counter, metadata: dict, fields: dict[str, str]) -> None:
+    for total, key in fields.items():
+        counter[total] += int(metadata.get(key, 0) or 0)
+
+
+def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[str], None] = print) -> PipelineReport:
+    started = time.monotonic()
+    report = PipelineReport()
+    registry = defs.resources["model_registry"].registry()
+    report.registry_errors = registry.errors
+    versions = list(registry.specs)
+    new_versions = [v for v in versions if not instance.has_dynamic_partition(model_version_partitions.name, v)]
+    if new_versions:
+        instance.add_dynamic_partitions(model_version_partitions.name, new_versions)
+    shards = shard_partitions.get_partition_keys()
+
+    def execute(job, partition_key=None, raise_on_error: bool = True):
+        return defs.resolve_job_def(job.name).execute_in_process(
+            partition_key=partition_key, instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=raise_on_error
+        )
+
+    say(f"corpus: {len(shards)} shards")
+    for shard in shards:
+        metadata = _metadata(execute(corpus_job, shard), "corpus")
+        _add(
+            report.totals,
+            metadata,
+            {"documents": "dagster/row_count", "corpus_quarantined": "quarantined", "deleted": "deleted"},
+        )
+    say(f"dedup: {len(shards)} shards")
+    for shard in shards:
+        metadata = _metadata(execute(dedup_job, shard), "dedup_signatures")
+        _add(report.totals, metadata, {"exact_duplicates": "exact_duplicates", "near_duplicates": "near_duplicates"})
+    for version in versions:
+        say(f"embeddings: {version} over {len(shards)} shards")
+        counter = report.per_version.setdefault(version, Counter())
+        for shard in shards:
+            metadata = _metadata(execute(embed_job, embedding_partition_key(version, shard)), "embeddings")
+            _add(
+                counter,
+                metadata,
+                {
+                    "model_calls": "model_calls",
+                    "vectors_written": "vectors_written",
+                    "quarantined": "quarantined",
+                    "skipped_modality": "skipped_modality",
+                    "reused_exact_dup": "reused_exact_dup",
+                    "reused_near_dup": "reused_near_dup",
+                    "reused_cache": "reused_cache",
+                    "tokens": "tokens",
+                },
+            )
+        say(f"index and checks: {version}")
+        result = execute(index_job, version, raise_on_error=False)
+        counter["rows"] = int(_metadata(result, "lance_index").get("dagster/row_count", 0) or 0)
+        counter["exported_rows"] = int(
+            _metadata(execute(export_job, version), "parquet_export").get("dagster/row_count", 0)
+        )
+        for evaluation in result.get_asset_check_evaluations():
+            report.checks.append(
+                CheckReport(
+                    version,
+                    evaluation.check_name,
+                    evaluation.passed,
+                    evaluation.blocking,
+                    evaluation.description or "",
+                )
+            )
+    say("live index")
+    # Several versions registered at once are each considered once (as the daemon would, one
+    # after another), so one run of the pipeline leaves the alias where a second run keeps it.
+    for _ in range(max(1, len(versions))):
+        result = execute(live_index_job, raise_on_error=False)
+        if not result.success or _metadata(result, "live_index").get("decision") != "promoted":
+            break
+    if result.success:
+        report.live_version = _metadata(result, "live_index").get("model_version")
+    else:
+        failure = next((event for event in result.all_events if event.is_step_failure), None)
+        report.live_error = failure.event_specific_data.error.message if failure else "live_index failed"
+    report.seconds = time.monotonic() - started
+    return report
+
+
+@dataclass
+class ExecutedRun:
+    job_name: str
+    partition_key: str
+    metadata: dict
+
+
+RUN_ASSET = {corpus_job.name: "corpus", dedup_job.name: "dedup_signatures", embed_job.name: "embeddings"}
+
+
+def apply_source_changes(
+    defs: Definitions, instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 20
+) -> tuple[str | None, list[ExecutedRun]]:
+    """What the daemon does with `corpus_change_sensor`, in-process: tick it and run what it asks
+    for, until it settles. Returns the sensor's cursor and the runs made."""
+    executed: list[ExecutedRun] = []
+    for _ in range(max_ticks):
+        with build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources, cursor=cursor
+        ) as context:
+            result = defs.resolve_sensor_def(corpus_change_sensor.name)(context)
+        if isinstance(result, SkipReason):
+            return cursor, executed
+        cursor = result.cursor
+        for request in result.run_requests:
+            run = defs.resolve_job_def(request.job_name).execute_in_process(
+                partition_key=request.partition_key, tags=request.tags, instance=instance
+            )
+            executed.append(
+                ExecutedRun(request.job_name, str(request.partition_key), _metadata(run, RUN_ASSET[request.job_name]))
+            )
+        if not result.run_requests and "batch" not in (cursor or ""):
+            return cursor, executed
+    raise RuntimeError(f"corpus_change_sensor did not settle in {max_ticks} ticks")

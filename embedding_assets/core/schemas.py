@@ -1,0 +1,105 @@
+"""The schemas of every table of the pipeline, and how a model version's table is named.
+
+One LanceDB database holds them all (a directory or an `s3://` URI): `documents`, `signatures`,
+`lsh_bands`, `quarantine` and `aliases` are fixed; each model version writes its own
+`embeddings__<version>` table, so two versions never mix in one table.
+"""
+
+import pyarrow as pa
+
+from embedding_assets.core.minhash import NUM_PERM
+
+# A version's table is this prefix and its key (a slug: LanceDB names allow no `@`).
+EMBEDDINGS_TABLE_PREFIX = "embeddings__"
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("modality", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("image", pa.binary()),
+        ("source_uri", pa.string()),
+        ("content_hash", pa.string()),
+        ("updated_at", TIMESTAMP),
+        ("deleted", pa.bool_()),
+    ]
+)
+SIGNATURES_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("content_hash", pa.string()),
+        ("minhash", pa.list_(pa.uint32(), NUM_PERM)),
+        ("representative_hash", pa.string()),
+        ("dup_kind", pa.string()),
+        ("jaccard", pa.float32()),
+    ]
+)
+LSH_BANDS_SCHEMA = pa.schema(
+    [("id", pa.string()), ("band", pa.int32()), ("band_hash", pa.int64()), ("content_hash", pa.string())]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("stage", pa.string()),
+        ("model_version", pa.string()),
+        ("content_hash", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("source_uri", pa.string()),
+        ("seen_at", TIMESTAMP),
+    ]
+)
+ALIASES_SCHEMA = pa.schema(
+    [
+        ("alias", pa.string()),
+        ("model_version", pa.string()),
+        ("table", pa.string()),
+        ("table_version", pa.int64()),
+        ("switched_at", TIMESTAMP),
+        ("switched_by", pa.string()),
+    ]
+)
+FIXED_SCHEMAS = {
+    "documents": DOCUMENTS_SCHEMA,
+    "signatures": SIGNATURES_SCHEMA,
+    "lsh_bands": LSH_BANDS_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+    "aliases": ALIASES_SCHEMA,
+}
+# Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
+LOOKUP_INDEXES = {
+    # doc_id: the serving API and search look hits' documents up by id.
+    "documents": ("content_hash", "doc_id"),
+    "signatures": ("content_hash", "representative_hash"),
+    "lsh_bands": ("content_hash", "band_hash"),
+}
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("doc_id", pa.string()),
+            ("chunk", pa.int32()),
+            ("shard", pa.string()),
+            ("content_hash", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+            ("model_id", pa.string()),
+            ("model_version", pa.string()),
+            ("dim", pa.int32()),
+            ("generated_at", TIMESTAMP),
+            ("origin", pa.string()),
+            ("origin_hash", pa.string()),
+        ]
+    )
+
+
+def embeddings_table_name(model_version: str) -> str:
+    return f"{EMBEDDINGS_TABLE_PREFIX}{model_version}"

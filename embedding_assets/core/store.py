@@ -1,0 +1,136 @@
+"""The LanceDB store every stage reads and writes through, and the lookups they share.
+
+Plain code over `lancedb`: no Dagster here. `resources.lance_store.LanceDBResource` hands a store to
+assets; tests and command-line tools build one directly.
+"""
+
+from collections.abc import Iterable, Iterator
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import BTree
+
+from embedding_assets.core.schemas import FIXED_SCHEMAS, LOOKUP_INDEXES, embeddings_schema, embeddings_table_name
+
+# Values per `IN (...)` filter: keeps SQL strings and plans small on large shards.
+IN_LIST_SIZE = 1_000
+
+
+def sql_literal(value: str | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: Iterable[str | int]) -> str:
+    return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
+
+
+class LanceStore:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
+        self.uri = uri
+        self.storage_options = storage_options or {}
+        self._db = None
+
+    @property
+    def db(self):
+        if self._db is None:
+            self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
+        return self._db
+
+    def table_names(self) -> list[str]:
+        return list(self.db.list_tables().tables)
+
+    def table(self, name: str):
+        """A fixed table of the pipeline, created empty on first use."""
+        return self.db.create_table(name, schema=FIXED_SCHEMAS[name], exist_ok=True)
+
+    def embeddings_table(self, model_version: str, dim: int):
+        return self.db.create_table(embeddings_table_name(model_version), schema=embeddings_schema(dim), exist_ok=True)
+
+    def open_embeddings_table(self, model_version: str):
+        return self.db.open_table(embeddings_table_name(model_version))
+
+    def has_table(self, name: str) -> bool:
+        return name in self.table_names()
+
+    def ensure_lookup_indexes(self) -> list[str]:
+        """Create the missing scalar indexes of LOOKUP_INDEXES; returns what it created.
+
+        Best effort: shards running at once may race to create the same index, and the loser's
+        lookups simply scan until the next run.
+        """
+        created = []
+        for name, columns in LOOKUP_INDEXES.items():
+            table = self.table(name)
+            indexed = {column for index in table.list_indices() for column in index.columns}
+            for column in columns:
+                if column in indexed or not table.count_rows():
+                    continue
+                try:
+                    table.create_index(column, config=BTree())
+                    created.append(f"{name}.{column}")
+                except (RuntimeError, OSError, ValueError):
+                    continue
+        return created
+
+
+def fixed_size_lists(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column (vectors, signatures) as one (rows, width) numpy array, without copies per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
+def scan(table, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
+    query = table.search()
+    if where:
+        query = query.where(where)
+    if columns:
+        query = query.select(columns)
+    return query.limit(None).to_arrow()
+
+
+def scan_batches(table, where: str | None = None, columns: list[str] | None = None, batch_size: int = 8192):
+    query = table.search()
+    if where:
+        query = query.where(where)
+    if columns:
+        query = query.select(columns)
+    return query.limit(None).to_batches(batch_size)
+
+
+def scan_in(
+    table, column: str, values: Iterable[str | int], columns: list[str] | None = None, where: str | None = None
+) -> Iterator[pa.Table]:
+    """Rows whose `column` is one of `values`, one Arrow table per IN_LIST_SIZE values."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), IN_LIST_SIZE):
+        condition = sql_in(column, ordered[start : start + IN_LIST_SIZE])
+        yield scan(table, f"({condition}) AND ({where})" if where else condition, columns)
+
+
+def upsert(table, rows: pa.Table, on: str) -> None:
+    if rows.num_rows:
+        table.merge_insert(on).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+
+def delete_in(table, column: str, values: Iterable[str], where: str | None = None) -> int:
+    ordered = sorted(set(values))
+    deleted = 0
+    for start in range(0, len(ordered), IN_LIST_SIZE):
+        condition = sql_in(column, ordered[start : start + IN_LIST_SIZE])
+        result = table.delete(f"({condition}) AND ({where})" if where else condition)
+        deleted += result.num_deleted_rows
+    return deleted
+
+
+def s3_storage_options(endpoint_url: str = "", region: str = "", allow_http: bool = False) -> dict[str, str]:
+    """LanceDB's object-store settings for an S3 (or S3-compatible) endpoint.
+
+    Credentials are not passed: LanceDB, like boto3, reads AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (or a role) itself, so no secret travels through this code.
+    """
+    options = {"aws_endpoint": endpoint_url, "aws_region": region, "allow_http": "true" if allow_http else ""}
+    return {key: value for key, value in options.items() if value}

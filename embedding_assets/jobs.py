@@ -1,0 +1,34 @@
+"""Every job of the project, as objects: sensors, the command-line tools and `definitions.py` use these.
+
+One job per stage runs one partition of it (the UI launches and backfills them); rollback and
+retention act on the live alias outside the asset graph.
+"""
+
+from dagster import AssetSelection, define_asset_job, job
+
+from embedding_assets.alias_ops import drop_retired_tables, switch_live_alias_back
+from embedding_assets.corpus import corpus
+from embedding_assets.dedup import dedup_signatures
+from embedding_assets.embeddings import embeddings
+from embedding_assets.export import parquet_export
+from embedding_assets.index import lance_index, live_index
+
+corpus_job = define_asset_job("corpus_job", selection=AssetSelection.assets(corpus))
+dedup_job = define_asset_job("dedup_job", selection=AssetSelection.assets(dedup_signatures))
+embed_job = define_asset_job("embed_job", selection=AssetSelection.assets(embeddings))
+index_job = define_asset_job("index_job", selection=AssetSelection.assets(lance_index))
+live_index_job = define_asset_job("live_index_job", selection=AssetSelection.assets(live_index))
+export_job = define_asset_job("export_job", selection=AssetSelection.assets(parquet_export))
+
+
+@job(description="Switch the live alias back to the version that served before (or to_version).")
+def rollback_job():
+    switch_live_alias_back()
+
+
+@job(description="Drop version tables that are neither live, previous, registered, nor among the newest retired.")
+def retention_job():
+    drop_retired_tables()
+
+
+all_jobs = [corpus_job, dedup_job, embed_job, index_job, live_index_job, export_job, rollback_job, retention_job]

@@ -1,0 +1,35 @@
+"""What many tests build: the registries they load, small real corpora, and deployments bound to temporary folders."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from embedding_assets.core.sharding import shard_of
+from resources.deployments import PROJECT_ROOT, local_resources
+
+MODELS_YAML = PROJECT_ROOT / "models.yaml"
+DEFAULT_VERSION = "minilm-l6-v1"
+# The image demo's registry: MiniLM and the small random open_clip model (see gpu_ops/clip_encoder.py).
+IMAGES_YAML = PROJECT_ROOT / "models-images.yaml"
+CLIP_VERSION = "tiny-clip-v1"
+
+
+def stable_sample(rows: list[dict], size: int) -> list[dict]:
+    """`size` rows chosen by the sha1 of their id: the same rows on every machine."""
+    return sorted(rows, key=lambda row: hashlib.sha1(row["id"].encode()).digest())[:size]
+
+
+def near_duplicate_pair(base_text: str) -> tuple[str, str]:
+    """Two ids in different shards and a light edit of `base_text` (one word changed)."""
+    first = "near-dup:original"
+    second = next(f"near-dup:copy-{n}" for n in range(100) if shard_of(f"near-dup:copy-{n}") != shard_of(first))
+    return first, second
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def make_resources(corpus_uri: str, lance_uri: str, cache_dir: Path, registry_path: Path = MODELS_YAML) -> dict:
+    return local_resources(corpus_uri, lance_uri, cache_dir, registry_path, device="cpu")

@@ -1,0 +1,84 @@
+from datetime import datetime, timezone
+
+from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.sources import SourceDocument, SourceRejection
+from embedding_assets.core.store import scan
+
+T1 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T2 = datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+def _doc(doc_id, text, title=None):
+    return SourceDocument(doc_id, text, title, "test://source")
+
+
+def _documents(store):
+    return {row["doc_id"]: row for row in scan(store.table("documents"), None).to_pylist()}
+
+
+def test_first_sync_adds_normalized_hashed_documents(store):
+    stats = sync_corpus_shard(store, [_doc("a", " Hello \n  world "), _doc("b", "Second", "B")], "000", T1)
+    assert (stats.added, stats.changed, stats.unchanged, stats.deleted) == (2, 0, 0, 0)
+    rows = _documents(store)
+    assert rows["a"]["text"] == "Hello world" and rows["a"]["shard"] == "000"
+    assert len(rows["a"]["content_hash"]) == 64 and rows["b"]["title"] == "B"
+    assert not rows["a"]["deleted"] and rows["a"]["modality"] == "text"
+
+
+def test_resync_writes_only_what_changed_and_marks_deletions(store):
+    sync_corpus_shard(store, [_doc("a", "one"), _doc("b", "two"), _doc("c", "three")], "000", T1)
+    version = store.table("documents").version
+    stats = sync_corpus_shard(store, [_doc("a", "one"), _doc("b", "two"), _doc("c", "three")], "000", T2)
+    assert (stats.added, stats.changed, stats.unchanged, stats.deleted) == (0, 0, 3, 0)
+    assert store.table("documents").version == version
+
+    stats = sync_corpus_shard(store, [_doc("a", "one"), _doc("b", "two, edited"), _doc("d", "four")], "000", T2)
+    assert (stats.added, stats.changed, stats.unchanged, stats.deleted) == (1, 1, 1, 1)
+    rows = _documents(store)
+    assert rows["c"]["deleted"] and rows["c"]["updated_at"] == T2
+    assert rows["b"]["text"] == "two, edited" and not rows["b"]["deleted"]
+
+    stats = sync_corpus_shard(
+        store, [_doc("a", "one"), _doc("b", "two, edited"), _doc("c", "three"), _doc("d", "four")], "000", T2
+    )
+    assert stats.changed == 1 and not _documents(store)["c"]["deleted"]
+
+
+def test_bad_input_is_quarantined_with_a_reason_and_released_when_fixed(store):
+    records = [
+        _doc("good", "fine text"),
+        _doc("empty", ""),
+        _doc("blank", "   \n"),
+        _doc("nul", "bad\x00text"),
+        SourceRejection("broken.txt", "invalid_utf8", "byte 3: invalid start byte", "dir/broken.txt"),
+    ]
+    stats = sync_corpus_shard(store, records, "000", T1)
+    assert stats.live == 1 and stats.quarantined == 4
+    assert dict(stats.quarantine_reasons) == {
+        "empty_text": 1,
+        "whitespace_only": 1,
+        "control_characters": 1,
+        "invalid_utf8": 1,
+    }
+    quarantine = {row["doc_id"]: row for row in scan(store.table("quarantine"), None).to_pylist()}
+    assert quarantine["nul"]["stage"] == "corpus" and "U+0000" in quarantine["nul"]["detail"]
+
+    stats = sync_corpus_shard(store, [_doc("good", "fine text"), _doc("nul", "fixed text")], "000", T2)
+    assert stats.quarantined == 0 and stats.added == 1
+    assert scan(store.table("quarantine"), None).num_rows == 0
+
+
+def test_a_document_that_turns_bad_leaves_the_live_set(store):
+    sync_corpus_shard(store, [_doc("a", "fine")], "000", T1)
+    sync_corpus_shard(store, [_doc("a", "")], "000", T2)
+    assert _documents(store)["a"]["deleted"]
+
+
+def test_an_unreadable_source_never_deletes(store):
+    sync_corpus_shard(store, [_doc("a", "one"), _doc("b", "two")], "000", T1)
+    unreadable = SourceRejection(
+        "export.parquet", "missing_columns", "lacks column(s) text", "export.parquet", whole_source=True
+    )
+    stats = sync_corpus_shard(store, [unreadable], "000", T2)
+    assert not stats.source_complete and stats.deleted == 0
+    assert not any(row["deleted"] for row in _documents(store).values())

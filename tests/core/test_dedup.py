@@ -1,0 +1,115 @@
+from datetime import datetime, timezone
+
+from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.dedup import choose_representatives, dedup_shard
+from embedding_assets.core.minhash import BANDS, MinHasher
+from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.sources import iter_source
+from embedding_assets.core.store import LanceStore, scan
+from embedding_assets.core.text import content_hash, normalize_text
+from partitions import shard_partitions
+from tests.builders import near_duplicate_pair, write_jsonl
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def test_greedy_rule_follows_hash_order_and_never_points_at_a_duplicate():
+    # a < b < c < d; b~a, c~b (but not a), d~a and d~c.
+    graph = {
+        "a": [("b", 0.9), ("d", 0.86)],
+        "b": [("a", 0.9), ("c", 0.9)],
+        "c": [("b", 0.9), ("d", 0.95)],
+        "d": [("a", 0.86), ("c", 0.95)],
+    }
+    asked = []
+
+    def neighbours_of(hashes):
+        asked.append(set(hashes))
+        return {h: graph[h] for h in hashes}
+
+    chosen = choose_representatives(["d", "b"], neighbours_of)
+    # b is a duplicate of a; c is a representative (its only smaller neighbour b is not);
+    # d has two representative neighbours, a (0.86) and c (0.95): it takes the most similar.
+    assert chosen == {"b": ("a", 0.9), "d": ("c", 0.95)}
+    assert choose_representatives(["c"], neighbours_of) == {"c": ("c", 1.0)}
+    assert {"a", "b", "c", "d"} >= set().union(*asked)
+
+
+def test_ties_go_to_the_smaller_hash():
+    graph = {"a": [("c", 0.9)], "b": [("c", 0.9)], "c": [("a", 0.9), ("b", 0.9)]}
+    assert choose_representatives(["c"], lambda hs: {h: graph[h] for h in hs}) == {"c": ("a", 0.9)}
+
+
+def _build(uri: str, corpus_path, shard_order) -> LanceStore:
+    store = LanceStore(uri)
+    shards = shard_partitions.get_partition_keys()
+    for shard in shards:
+        sync_corpus_shard(store, iter_source(str(corpus_path), corpus_path.parent, shard), shard, NOW)
+    hasher = MinHasher()
+    for shard in shard_order:
+        dedup_shard(store, shard, hasher)
+    return store
+
+
+def _signatures(store):
+    columns = ["doc_id", "content_hash", "representative_hash", "dup_kind", "jaccard"]
+    return sorted(scan(store.table("signatures"), None, columns).to_pylist(), key=lambda r: r["doc_id"])
+
+
+def test_near_duplicates_across_shards_exact_duplicates_and_order_independence(tmp_path, sample_records):
+    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records)
+    shards = shard_partitions.get_partition_keys()
+    forward = _build(str(tmp_path / "forward"), corpus_path, shards)
+    backward = _build(str(tmp_path / "backward"), corpus_path, list(reversed(shards)))
+    assert _signatures(forward) == _signatures(backward)
+
+    rows = {row["doc_id"]: row for row in _signatures(forward)}
+    original, copy = near_duplicate_pair("")
+    assert shard_of(original) != shard_of(copy)
+    a, b = rows[original], rows[copy]
+    representative, duplicate = (a, b) if a["content_hash"] < b["content_hash"] else (b, a)
+    assert (
+        representative["dup_kind"] == "self" and representative["representative_hash"] == representative["content_hash"]
+    )
+    assert duplicate["dup_kind"] == "near" and duplicate["representative_hash"] == representative["content_hash"]
+    assert 0.85 <= duplicate["jaccard"] < 1.0
+
+    exact = rows["exact-dup:copy"]
+    first = next(
+        r for r in rows.values() if r["content_hash"] == exact["content_hash"] and r["doc_id"] != "exact-dup:copy"
+    )
+    kinds = {exact["doc_id"]: exact["dup_kind"], first["doc_id"]: first["dup_kind"]}
+    assert kinds[min(kinds)] == "self" and kinds[max(kinds)] == "exact"
+
+    # Every representative is itself a representative: no chains.
+    self_hashes = {r["content_hash"] for r in rows.values() if r["dup_kind"] != "near"}
+    assert all(r["representative_hash"] in self_hashes for r in rows.values())
+    bands = scan(forward.table("lsh_bands"), None, ["content_hash"]).column("content_hash").to_pylist()
+    assert set(bands) == {r["content_hash"] for r in rows.values()}
+    assert len(bands) == BANDS * len(set(bands))
+
+
+def test_rerun_writes_nothing_and_a_deleted_representative_hands_over(tmp_path, sample_records):
+    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records)
+    store = _build(str(tmp_path / "lance"), corpus_path, shard_partitions.get_partition_keys())
+    versions = store.table("signatures").version
+    hasher = MinHasher()
+    for shard in shard_partitions.get_partition_keys():
+        stats = dedup_shard(store, shard, hasher)
+        assert stats.rows_written == 0 and stats.contents_signed == 0
+    assert store.table("signatures").version == versions
+
+    original, copy = near_duplicate_pair("")
+    rows = {r["doc_id"]: r for r in _signatures(store)}
+    representative = min((original, copy), key=lambda d: rows[d]["content_hash"])
+    survivor = copy if representative == original else original
+    write_jsonl(corpus_path, [r for r in sample_records if r["id"] != representative])
+    for shard in {shard_of(representative), shard_of(survivor)}:
+        sync_corpus_shard(store, iter_source(str(corpus_path), tmp_path, shard), shard, NOW)
+    for shard in {shard_of(representative), shard_of(survivor)}:
+        dedup_shard(store, shard, hasher)
+    rows = {r["doc_id"]: r for r in _signatures(store)}
+    assert representative not in rows
+    assert rows[survivor]["dup_kind"] == "self"
+    text = next(r["text"] for r in sample_records if r["id"] == survivor)
+    assert rows[survivor]["representative_hash"] == content_hash(normalize_text(text))

@@ -1,0 +1,114 @@
+"""The embedding stage on its own: reuse, quarantine of bad model output, resumption."""
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.dedup import dedup_shard
+from embedding_assets.core.embedding_run import embed_shard
+from embedding_assets.core.minhash import MinHasher
+from embedding_assets.core.sources import iter_source
+from embedding_assets.core.store import scan
+from partitions import shard_partitions
+from tests.builders import write_jsonl
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SHARD = "003"
+
+
+class FaultyEncoder:
+    """The real encoder, with chosen texts turned into NaN vectors: a model gone wrong."""
+
+    def __init__(self, encoder, poisoned: set[str]):
+        self.encoder = encoder
+        self.poisoned = poisoned
+        self.texts_seen: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def encode_texts(self, texts, token_counts=None):
+        self.texts_seen += texts
+        encoded = self.encoder.encode_texts(texts, token_counts)
+        for i, text in enumerate(texts):
+            if text in self.poisoned:
+                encoded.vectors[i, 0] = np.nan
+        return encoded
+
+
+@pytest.fixture
+def prepared(store, tmp_path, sample_records):
+    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records)
+    hasher = MinHasher()
+    for shard in shard_partitions.get_partition_keys():
+        sync_corpus_shard(store, iter_source(str(corpus_path), tmp_path, shard), shard, NOW)
+    for shard in shard_partitions.get_partition_keys():
+        dedup_shard(store, shard, hasher)
+    documents = scan(store.table("documents"), f"shard = '{SHARD}'", ["doc_id", "text"]).to_pylist()
+    return store, {row["doc_id"]: row["text"] for row in documents}
+
+
+def _quarantine(store, version):
+    rows = scan(store.table("quarantine"), f"stage = 'embed' AND model_version = '{version}'").to_pylist()
+    return {row["doc_id"]: row for row in rows}
+
+
+def test_a_nan_vector_is_quarantined_the_rest_is_written_and_rerun_costs_nothing(prepared, minilm_spec, minilm_encoder):
+    store, texts = prepared
+    victim = sorted(texts)[0]
+    faulty = FaultyEncoder(minilm_encoder, {texts[victim]})
+    stats = embed_shard(store, minilm_spec, lambda: faulty, SHARD, lambda: NOW)
+    assert stats.quarantine_reasons == {"non_finite_vector": 1}
+    held = _quarantine(store, minilm_spec.key)
+    assert held[victim]["reason"] == "non_finite_vector" and held[victim]["shard"] == SHARD
+    ids = set(scan(store.open_embeddings_table(minilm_spec.key), None, ["doc_id"]).column("doc_id").to_pylist())
+    assert victim not in ids and len(ids) == len(texts) - 1
+
+    again = FaultyEncoder(minilm_encoder, set())
+    stats = embed_shard(store, minilm_spec, lambda: again, SHARD, lambda: NOW)
+    assert stats.model_calls == 0 and again.texts_seen == [] and stats.quarantined == 1
+
+
+def test_a_model_with_the_wrong_dimension_writes_nothing_and_says_why(prepared, minilm_spec, minilm_encoder):
+    store, texts = prepared
+    wrong = minilm_spec.model_copy(update={"key": "minilm-wrong-dim", "dim": 128})
+    stats = embed_shard(store, wrong, lambda: minilm_encoder, SHARD, lambda: NOW)
+    assert stats.vectors_written == 0 and stats.quarantine_reasons == {"wrong_dimension": len(texts)}
+    assert "384-d vectors, registry dim 128" in next(iter(_quarantine(store, wrong.key).values()))["detail"]
+
+
+def test_texts_over_the_token_limit_are_quarantined(prepared, minilm_spec, minilm_encoder):
+    store, texts = prepared
+    strict = minilm_spec.model_copy(update={"key": "minilm-strict", "max_document_tokens": 40})
+    stats = embed_shard(store, strict, lambda: minilm_encoder, SHARD, lambda: NOW)
+    long_docs = {d for d, text in texts.items() if len(minilm_encoder.token_spans([text])[0]) > 40}
+    assert long_docs and set(_quarantine(store, strict.key)) == long_docs
+    assert stats.quarantine_reasons == {"too_many_tokens": len(long_docs)}
+
+
+def test_a_run_that_dies_mid_shard_resumes_with_only_the_missing_work(
+    prepared, minilm_spec, minilm_encoder, monkeypatch
+):
+    store, texts = prepared
+
+    class DiesAfterOneGroup(FaultyEncoder):
+        def encode_texts(self, texts_, token_counts=None):
+            if self.texts_seen:
+                raise RuntimeError("worker lost")
+            return super().encode_texts(texts_, token_counts)
+
+    dying = DiesAfterOneGroup(minilm_encoder, set())
+    with pytest.raises(RuntimeError, match="worker lost"):
+        embed_shard(store, minilm_spec, lambda: dying, SHARD, lambda: NOW, commit_group=4)
+    committed = scan(store.open_embeddings_table(minilm_spec.key), None, ["id"]).num_rows
+    assert committed > 0
+
+    resumed = FaultyEncoder(minilm_encoder, set())
+    stats = embed_shard(store, minilm_spec, lambda: resumed, SHARD, lambda: NOW)
+    assert not set(resumed.texts_seen) & set(dying.texts_seen)
+    table = scan(store.open_embeddings_table(minilm_spec.key), None, ["id", "doc_id"])
+    assert table.num_rows == len(set(table.column("id").to_pylist()))
+    assert set(table.column("doc_id").to_pylist()) == set(texts)
+    assert stats.up_to_date > 0

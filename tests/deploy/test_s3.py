@@ -1,0 +1,95 @@
+"""S3 end to end over real HTTP: moto's server on 127.0.0.1 stands in for the bucket.
+
+The corpus is read from the bucket, every LanceDB table lives in it, and the Parquet export
+written there is read back with polars and compared with the table.
+"""
+
+import json
+import socket
+
+import boto3
+import numpy as np
+import polars as pl
+import pytest
+from dagster import instance_for_test
+from moto.server import ThreadedMotoServer
+
+from embedding_assets.cli.pipeline_runner import run_pipeline
+from embedding_assets.core.store import LanceStore, fixed_size_lists, s3_storage_options, scan
+from embedding_assets.definitions import build_definitions
+from tests.builders import DEFAULT_VERSION, make_resources
+
+BUCKET = "embeddings"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield client, endpoint
+    server.stop()
+
+
+def test_corpus_tables_and_exports_all_on_s3(bucket, sample_records, cache_dir):
+    client, endpoint = bucket
+    text_files, jsonl_records = sample_records[:20], sample_records[20:80]
+    for record in text_files:
+        client.put_object(Bucket=BUCKET, Key=f"corpus/{record['id']}.txt", Body=record["text"].encode())
+    lines = "".join(json.dumps(r) + "\n" for r in jsonl_records)
+    client.put_object(Bucket=BUCKET, Key="corpus/more.jsonl", Body=lines.encode())
+
+    defs = build_definitions(make_resources(f"s3://{BUCKET}/corpus/", f"s3://{BUCKET}/lance", cache_dir))
+    with instance_for_test() as instance:
+        report = run_pipeline(defs, instance, say=lambda _: None)
+    assert report.totals["documents"] == 80
+    assert report.live_version == DEFAULT_VERSION
+    assert all(check.passed for check in report.checks if check.name != "quarantine_check")
+
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="lance/")["Contents"]]
+    assert any(key.startswith(f"lance/embeddings__{DEFAULT_VERSION}.lance/") for key in keys)
+    assert any(key.startswith("lance/documents.lance/") for key in keys)
+
+    store = LanceStore(f"s3://{BUCKET}/lance", s3_storage_options(endpoint, "us-east-1", allow_http=True))
+    table = scan(store.open_embeddings_table(DEFAULT_VERSION), None)
+    exports = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="exports/")["Contents"]]
+    manifest_key = next(key for key in exports if key.endswith("manifest.json"))
+    assert manifest_key.startswith(f"exports/{DEFAULT_VERSION}/")
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
+    assert manifest["rows"] == table.num_rows and manifest["files"]
+    options = {"aws_endpoint_url": endpoint, "aws_region": "us-east-1", "aws_allow_http": "true",
+               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # fmt: skip
+    exported = pl.concat([pl.read_parquet(uri, storage_options=options) for uri in manifest["files"]])
+    assert exported.height == table.num_rows
+    assert set(exported.columns) >= {"id", "doc_id", "content_hash", "vector", "model_version", "origin", "origin_hash"}
+    by_id = dict(zip(table.column("id").to_pylist(), fixed_size_lists(table.column("vector"))))
+    for row_id, vector in zip(exported["id"].to_list(), exported["vector"].to_list()):
+        assert np.array_equal(np.asarray(vector, dtype=np.float32), by_id[row_id])
+
+
+def test_a_change_in_the_bucket_changes_the_fingerprint(bucket, cache_dir):
+    client, _ = bucket
+    client.put_object(Bucket=BUCKET, Key="docs/a.txt", Body=b"first")
+    resources = make_resources(f"s3://{BUCKET}/docs/", f"s3://{BUCKET}/lance", cache_dir)
+    source = resources["corpus_source"]
+    before = source.fingerprint()
+    assert [r.doc_id for r in source.read(None)] == ["a.txt"]
+    client.put_object(Bucket=BUCKET, Key="docs/a.txt", Body=b"second")
+    assert source.fingerprint() != before
