@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from embedding_assets.core.sharding import shard_of
-from embedding_assets.core.stdlib_corpus import stdlib_corpus_path
+from embedding_assets.core.sources.stdlib_corpus import stdlib_corpus_path
 from embedding_assets.core.text import normalize_text
 
 

@@ -101,7 +101,7 @@ def evaluate_retrieval(
 if __name__ == "__main__":
     import pyarrow.parquet as pq
 
-    from embedding_assets.core.stdlib_corpus import stdlib_corpus_path
+    from embedding_assets.core.sources.stdlib_corpus import stdlib_corpus_path
 
     cache = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".data/cache")
     built = build_eval_set(pq.read_table(stdlib_corpus_path(cache)))

@@ -126,7 +126,7 @@ def stdlib_corpus_path(cache_dir: Path) -> Path:
     path = cache_dir / f"{SOURCE_URI.replace(':', '-')}.parquet"
     if not path.exists():
         subprocess.run(
-            [sys.executable, "-m", "embedding_assets.core.stdlib_corpus", str(path)],
+            [sys.executable, "-m", "embedding_assets.core.sources.stdlib_corpus", str(path)],
             check=True,
             stdin=subprocess.DEVNULL,
             capture_output=True,

@@ -1,0 +1,14 @@
+"""Corpus sources: what `CORPUS_URI` names, read into documents and rejections (see `dispatch`)."""
+
+from embedding_assets.core.sources.dispatch import EMBEDDED_CORPORA, describe_source, iter_source, source_fingerprint
+from embedding_assets.core.sources.records import SourceDocument, SourceRecord, SourceRejection
+
+__all__ = [
+    "EMBEDDED_CORPORA",
+    "SourceDocument",
+    "SourceRecord",
+    "SourceRejection",
+    "describe_source",
+    "iter_source",
+    "source_fingerprint",
+]

@@ -1,0 +1,73 @@
+"""Reading a corpus source into documents, one shard at a time: which reader a `CORPUS_URI` means.
+
+A source is one of the embedded corpora (`stdlib`: the Python documentation; `skimage`: the
+photographs scikit-image ships, with captions), a directory of `.txt`/`.md` files and images, a
+JSONL file, a Parquet file, or an `s3://` prefix.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.sources.jsonl import iter_jsonl
+from embedding_assets.core.sources.local_files import iter_directory, local_fingerprint, local_image_reader
+from embedding_assets.core.sources.parquet import iter_parquet
+from embedding_assets.core.sources.records import SourceRecord, SourceRejection
+from embedding_assets.core.sources.s3 import iter_s3, s3_fingerprint
+from embedding_assets.core.sources.skimage_corpus import skimage_corpus_path
+from embedding_assets.core.sources.skimage_corpus import source_uri as skimage_source_uri
+from embedding_assets.core.sources.stdlib_corpus import SOURCE_URI as STDLIB_SOURCE_URI
+from embedding_assets.core.sources.stdlib_corpus import stdlib_corpus_path
+
+# The names CORPUS_URI gives the embedded corpora.
+EMBEDDED_CORPORA = ("stdlib", "skimage")
+
+
+def source_fingerprint(uri: str, s3_client=None) -> str:
+    """Changes whenever the source may have changed: cheap (sizes, times, ETags), read on every tick.
+
+    A JSONL or Parquet file is watched, not the image files its rows refer to: edit the file to
+    have a replaced image read again.
+    """
+    if uri in EMBEDDED_CORPORA:
+        return describe_source(uri)
+    if uri.startswith("s3://"):
+        return s3_fingerprint(uri, s3_client)
+    return local_fingerprint(Path(uri))
+
+
+def describe_source(uri: str) -> str:
+    if uri == "stdlib":
+        return STDLIB_SOURCE_URI
+    return skimage_source_uri() if uri == "skimage" else uri
+
+
+def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=None) -> Iterator[SourceRecord]:
+    """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None).
+
+    A rejection of the whole source goes to every shard: none may then treat absence as deletion.
+    """
+    if uri == "stdlib":
+        records = iter_parquet(stdlib_corpus_path(cache_dir), STDLIB_SOURCE_URI, shard)
+    elif uri == "skimage":
+        records = iter_parquet(skimage_corpus_path(cache_dir), skimage_source_uri(), shard)
+    elif uri.startswith("s3://"):
+        records = iter_s3(uri, s3_client, shard)
+    else:
+        path = Path(uri)
+        if not path.exists():
+            raise FileNotFoundError(f"CORPUS_URI {uri!r} does not exist")
+        if path.is_dir():
+            records = iter_directory(path, shard)
+        elif path.suffix == ".jsonl":
+            records = iter_jsonl(path, str(path), shard, local_image_reader(path.parent))
+        elif path.suffix == ".parquet":
+            records = iter_parquet(path, str(path), shard, local_image_reader(path.parent))
+        else:
+            raise ValueError(
+                f"CORPUS_URI {uri!r}: expected a directory, a .jsonl or a .parquet file, or one of {EMBEDDED_CORPORA}"
+            )
+    for record in records:
+        source_wide = isinstance(record, SourceRejection) and record.whole_source
+        if shard is None or source_wide or shard_of(record.doc_id) == shard:
+            yield record

@@ -1,0 +1,81 @@
+"""An `s3://` prefix, read like a folder (`.txt`/`.md` objects and images, id = key below the prefix),
+plus any `.jsonl` or `.parquet` objects in it, each read like a local file of that kind."""
+
+import hashlib
+import posixpath
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from embedding_assets.core.images import IMAGE_FILE_SUFFIXES, ImageProblem, ImageRefused, image_size_problem
+from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.sources.jsonl import iter_jsonl
+from embedding_assets.core.sources.local_files import TEXT_FILE_SUFFIXES
+from embedding_assets.core.sources.parquet import iter_parquet
+from embedding_assets.core.sources.records import ImageReader, SourceRecord, decode_text_file, image_document
+
+
+def _s3_objects(uri: str, client) -> tuple[str, str, list[dict]]:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return bucket, prefix, sorted((item for page in pages for item in page.get("Contents", [])), key=lambda o: o["Key"])
+
+
+def _read_s3_image(client, bucket: str, key: str) -> bytes:
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        raise ImageRefused(ImageProblem("missing_image", f"s3://{bucket}/{key}: {error}")) from error
+    problem = image_size_problem(response["ContentLength"])
+    if problem:
+        response["Body"].close()
+        raise ImageRefused(problem)
+    return response["Body"].read()
+
+
+def _s3_image_reader(client, bucket: str, key: str) -> ImageReader:
+    """Image paths of a JSONL or Parquet object: `s3://bucket/key`, or relative to the object's folder."""
+
+    def read(reference: str) -> bytes:
+        if reference.startswith("s3://"):
+            other_bucket, _, other_key = reference.removeprefix("s3://").partition("/")
+            return _read_s3_image(client, other_bucket, other_key)
+        return _read_s3_image(client, bucket, posixpath.normpath(posixpath.join(posixpath.dirname(key), reference)))
+
+    return read
+
+
+def iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
+    """An s3:// prefix read like a directory (.txt/.md files and images, id = key below the prefix),
+    plus any .jsonl or .parquet objects in it, each read like a local file of that kind."""
+    if client is None:
+        raise ValueError(f"CORPUS_URI {uri!r} is on S3 but no S3 client was configured")
+    bucket, prefix, objects = _s3_objects(uri, client)
+    if not objects:
+        raise FileNotFoundError(f"CORPUS_URI {uri!r}: no object under that prefix")
+    for item in objects:
+        key = item["Key"]
+        name = f"s3://{bucket}/{key}"
+        doc_id = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
+        in_shard = shard is None or shard_of(doc_id) == shard
+        if key.endswith(TEXT_FILE_SUFFIXES) and in_shard:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            yield decode_text_file(body, doc_id, name)
+        elif key.lower().endswith(IMAGE_FILE_SUFFIXES) and in_shard:
+            yield image_document(doc_id, lambda: _read_s3_image(client, bucket, key), name, Path(key).stem)
+        elif key.endswith((".jsonl", ".parquet")):
+            read_image = _s3_image_reader(client, bucket, key)
+            with tempfile.TemporaryDirectory() as scratch:
+                local = Path(scratch) / key.rsplit("/", 1)[-1]
+                client.download_file(bucket, key, str(local))
+                if key.endswith(".jsonl"):
+                    yield from iter_jsonl(local, name, shard, read_image)
+                else:
+                    yield from iter_parquet(local, name, shard, read_image)
+
+
+def s3_fingerprint(uri: str, client) -> str:
+    _, _, objects = _s3_objects(uri, client)
+    return hashlib.sha256("".join(f"{o['Key']}\0{o['ETag']}\0{o['Size']}\n" for o in objects).encode()).hexdigest()
