@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedding_assets.core.documents import iter_texts_by_content, live_documents_with_modality
-from embedding_assets.core.embedding_run import documents_for, expected_vector_count
+from embedding_assets.core.embedding_run.plan import documents_for
+from embedding_assets.core.embedding_run.rows import expected_vector_count
 from embedding_assets.core.index_build import vector_index_type, vector_query
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, scan_in, sql_literal
 from gpu_ops.registry import ModelSpec

@@ -1,0 +1,11 @@
+"""The embedding stage for one (model version, shard): plan → reuse stored vectors → encode the rest → finish.
+
+`run` is the commit loop; `plan`, `encode` and `rows` are its parts. The index checks import the
+plan's and the rows' rules from those modules, so they count rows the way the run writes them.
+"""
+
+from embedding_assets.core.embedding_run.plan import documents_for
+from embedding_assets.core.embedding_run.rows import expected_vector_count
+from embedding_assets.core.embedding_run.run import COMMIT_GROUP_CONTENTS, EmbedStats, Progress, embed_shard
+
+__all__ = ["COMMIT_GROUP_CONTENTS", "EmbedStats", "Progress", "documents_for", "embed_shard", "expected_vector_count"]

@@ -1,0 +1,217 @@
+"""The embedding stage for one (model version, shard).
+
+Vectors are content-addressed: a row's `origin_hash` names the content its vector embeds,
+so any row anywhere in the version's table with that origin_hash can be reused. Only
+representatives with no such row reach the model, in groups sorted by length (for tight
+token-budget batches) and committed group by group, so a killed run keeps its progress
+and a rerun embeds only what was not committed.
+
+What a content gives a version depends on the model's modality: a multimodal model embeds an
+image (or a pair's image) as chunk 0 and then the windows of its text (a pair's caption, so a
+pair is found by its image and by its caption); a text model embeds texts and captions only,
+and skips images alone (counted in `skipped_modality`).
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from embedding_assets.core.embedding_run.encode import encode_group, encoding_order
+from embedding_assets.core.embedding_run.plan import PlannedDocument, by_representative, plan_shard
+from embedding_assets.core.embedding_run.rows import arrow_rows, complete_vector_sets, document_rows, origin_of
+from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
+from embedding_assets.core.store import LanceStore, delete_in, scan_in, sql_literal, upsert
+from gpu_ops.registry import ModelSpec
+
+# Representatives encoded and committed together: the unit of progress a crash can lose.
+COMMIT_GROUP_CONTENTS = 256
+
+
+@dataclass
+class EmbedStats:
+    documents: int = 0
+    up_to_date: int = 0
+    documents_written: int = 0
+    vectors_written: int = 0
+    model_calls: int = 0
+    windows_encoded: int = 0
+    images_encoded: int = 0
+    skipped_modality: int = 0
+    batches: int = 0
+    tokens: int = 0
+    reused: Counter = field(default_factory=Counter)
+    rows_deleted: int = 0
+    quarantined: int = 0
+    quarantine_reasons: Counter = field(default_factory=Counter)
+    undeduplicated: int = 0
+    seconds: float = 0.0
+    encoder: object = None
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.documents_written / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    shard: str
+    documents_done: int
+    documents_total: int
+    docs_per_second: float
+    eta_seconds: float
+
+
+class _LazyEncoder:
+    """Loaded on first use: a shard with nothing new to embed never loads the model."""
+
+    def __init__(self, load: Callable):
+        self._load = load
+        self.loaded = None
+
+    def __call__(self):
+        if self.loaded is None:
+            self.loaded = self._load()
+        return self.loaded
+
+
+@dataclass
+class _ShardWriter:
+    """Writes one shard's rows to the version's table and counts what it wrote, reused and deleted."""
+
+    spec: ModelSpec
+    shard: str
+    table: object
+    # doc_id -> its row ids when the run began: a rewritten document's ids it no longer has are stale.
+    existing_ids: dict[str, set[str]]
+    stats: EmbedStats
+
+    def write(
+        self,
+        documents: list[PlannedDocument],
+        vectors_of: dict[str, np.ndarray],
+        origin_times: dict[str, datetime],
+        computed: set[str],
+    ) -> None:
+        rows, stale = [], set()
+        for planned in documents:
+            origin = origin_of(planned.dup_kind, planned.representative_hash in computed)
+            if origin != "computed":
+                self.stats.reused[origin] += 1
+            new = document_rows(
+                planned.doc_id,
+                planned.content_hash,
+                origin,
+                planned.representative_hash,
+                vectors_of[planned.representative_hash],
+                origin_times[planned.representative_hash],
+            )
+            rows += new
+            stale |= self.existing_ids.get(planned.doc_id, set()) - {row.id for row in new}
+        if not rows:
+            return
+        upsert(self.table, arrow_rows(rows, self.spec, self.shard), on="id")
+        # Rows a document no longer has (fewer windows than before): removed once its new rows are in.
+        self.stats.rows_deleted += delete_in(self.table, "id", stale)
+        self.stats.documents_written += len(documents)
+        self.stats.vectors_written += len(rows)
+
+
+def _embeddings_table(store: LanceStore, spec: ModelSpec):
+    table = store.embeddings_table(spec.key, spec.dim)
+    table_dim = table.schema.field("vector").type.list_size
+    if table_dim != spec.dim:
+        raise ValueError(f"table {table.name} holds {table_dim}-d vectors but {spec.key} declares dim {spec.dim}")
+    return table
+
+
+def _reuse_stored(writer: _ShardWriter, todo: list[PlannedDocument]) -> list[PlannedDocument]:
+    """Write every document whose representative already has vectors; return the rest."""
+    grouped = by_representative(todo)
+    for part in scan_in(
+        writer.table, "origin_hash", grouped, ["doc_id", "chunk", "origin_hash", "vector", "generated_at"]
+    ):
+        found = complete_vector_sets(part)
+        writer.write(
+            [p for content in found for p in grouped.pop(content)],
+            {content: vectors for content, (vectors, _) in found.items()},
+            {content: generated_at for content, (_, generated_at) in found.items()},
+            computed=set(),
+        )
+    return [p for documents in grouped.values() for p in documents]
+
+
+def _encode_missing(
+    store: LanceStore,
+    writer: _ShardWriter,
+    encoder: _LazyEncoder,
+    todo: list[PlannedDocument],
+    now: Callable[[], datetime],
+    progress: Callable[[Progress], None],
+    commit_group: int,
+) -> list[QuarantineEntry]:
+    """Encode and commit `todo` group by group; the quarantine entries the model's refusals produced."""
+    stats, held = writer.stats, []
+    ordered, documents_of = encoding_order(store, todo)
+    started, total = time.monotonic(), len(todo)
+    done = 0
+    for start in range(0, len(ordered), commit_group):
+        group = ordered[start : start + commit_group]
+        encoded = encode_group(store, writer.spec, encoder, group, documents_of)
+        held += encoded.held
+        stats.model_calls += encoded.model_calls
+        stats.windows_encoded += encoded.windows_encoded
+        stats.images_encoded += encoded.images_encoded
+        stats.batches += encoded.batches
+        stats.tokens += encoded.tokens
+        vectors_of = encoded.vectors
+        written = [p for content in vectors_of for p in documents_of[content]]
+        writer.write(written, vectors_of, dict.fromkeys(vectors_of, now()), computed=set(vectors_of))
+        done += sum(len(documents_of[content]) for content in group)
+        elapsed = time.monotonic() - started
+        rate = done / elapsed if elapsed else 0.0
+        progress(Progress(writer.shard, done, total, rate, (total - done) / rate if rate else 0.0))
+    return held
+
+
+def _finish(
+    store: LanceStore, writer: _ShardWriter, quarantine: list[QuarantineEntry], now: Callable[[], datetime]
+) -> None:
+    """Held documents keep no rows; the stage's quarantine for this (shard, version) becomes `quarantine`."""
+    held = {entry.doc_id for entry in quarantine}
+    writer.stats.rows_deleted += delete_in(writer.table, "doc_id", held, f"shard = {sql_literal(writer.shard)}")
+    replace_quarantine(store, "embed", writer.shard, quarantine, now(), writer.spec.key)
+    writer.stats.quarantined = len(quarantine)
+    writer.stats.quarantine_reasons = Counter(entry.reason for entry in quarantine)
+
+
+def embed_shard(
+    store: LanceStore,
+    spec: ModelSpec,
+    load_encoder: Callable,
+    shard: str,
+    now: Callable[[], datetime],
+    progress: Callable[[Progress], None] = lambda _: None,
+    commit_group: int = COMMIT_GROUP_CONTENTS,
+) -> EmbedStats:
+    started = time.monotonic()
+    table = _embeddings_table(store, spec)
+    encoder = _LazyEncoder(load_encoder)
+    plan = plan_shard(store, spec, table, shard)
+    stats = EmbedStats(
+        documents=plan.documents,
+        up_to_date=plan.up_to_date,
+        skipped_modality=plan.skipped_modality,
+        undeduplicated=plan.undeduplicated,
+    )
+    stats.rows_deleted += delete_in(table, "doc_id", plan.orphans, f"shard = {sql_literal(shard)}")
+    writer = _ShardWriter(spec, shard, table, plan.existing_ids, stats)
+    remaining = _reuse_stored(writer, list(plan.todo))
+    quarantine = [*plan.held, *_encode_missing(store, writer, encoder, remaining, now, progress, commit_group)]
+    _finish(store, writer, quarantine, now)
+    stats.seconds = time.monotonic() - started
+    stats.encoder = encoder.loaded
+    return stats
