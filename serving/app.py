@@ -184,7 +184,7 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
                     400, f"vector has {len(body.vector)} values; {version} is {spec.dim}-d", "bad_vector", "vector"
                 )
             vector, usage = body.vector, {"prompt_tokens": 0, "total_tokens": 0}
-        result = await asyncio.to_thread(search_version, store, version, vector, body.k, where)
+        result = await asyncio.to_thread(search_version, store, version, vector, body.k, where, alias)
         return JSONResponse(
             {
                 "object": "list",

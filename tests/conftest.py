@@ -10,7 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LANCE_LOG", "error")
 
-from embedding_assets.core.sources.stdlib_corpus import stdlib_corpus_path# noqa: E402
+from embedding_assets.core.sources.stdlib_corpus import stdlib_corpus_path  # noqa: E402
 from embedding_assets.core.store import LanceStore  # noqa: E402
 from embedding_assets.definitions import build_definitions  # noqa: E402
 from gpu_ops.loading import load_encoder  # noqa: E402

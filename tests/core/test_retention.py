@@ -20,7 +20,7 @@ def test_alias_history_and_previous_version(store):
         store.embeddings_table(version, 4)
     assert previous_version(store) is None
     for step, version in enumerate(["a", "b", "b", "c"]):
-        switch_alias(store, version, "test", T0 + timedelta(minutes=step))
+        switch_alias(store, version, 1, "test", T0 + timedelta(minutes=step))
     assert current_alias(store).model_version == "c"
     assert [entry.model_version for entry in alias_history(store)] == ["c", "b", "b", "a"]
     assert previous_version(store) == "b"
@@ -29,8 +29,8 @@ def test_alias_history_and_previous_version(store):
 def test_retention_keeps_live_previous_registered_and_the_newest_retired(store):
     for version in ("old-1", "old-2", "old-3", "prev", "live", "candidate"):
         store.embeddings_table(version, 4)
-    switch_alias(store, "prev", "test", T0)
-    switch_alias(store, "live", "test", T0 + timedelta(minutes=1))
+    switch_alias(store, "prev", 1, "test", T0)
+    switch_alias(store, "live", 1, "test", T0 + timedelta(minutes=1))
     result = apply_retention(store, registered={"live", "candidate"}, keep=1)
     assert result.dropped == ["old-1", "old-2"]
     assert _tables(store) == ["candidate", "live", "old-3", "prev"]
