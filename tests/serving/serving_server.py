@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 
+import httpx
 import uvicorn
 
 
@@ -32,3 +33,10 @@ class RunningServer:
     def __exit__(self, *_exc) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the API never became ready"
+        time.sleep(0.2)
