@@ -1,17 +1,12 @@
 """A real uvicorn server on 127.0.0.1 in a background thread, for tests and benchmarks."""
 
-import socket
 import threading
 import time
 
 import httpx
 import uvicorn
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.private_services import free_port
 
 
 class RunningServer:

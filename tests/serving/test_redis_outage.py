@@ -4,7 +4,6 @@ A private redis-server on a free port, so the test can kill and restart it; the 
 """
 
 import logging
-import subprocess
 import threading
 import time
 import uuid
@@ -12,44 +11,15 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-import redis
 
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.builders import DEFAULT_VERSION
-from tests.serving.serving_server import RunningServer, free_port, wait_ready
+from tests.private_services import PrivateRedis, free_port, wait_until
+from tests.serving.serving_server import RunningServer, wait_ready
 
 API_KEY = "outage-key"
 PREFIX = "embedding-api-outage"
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, with no persistence: a restart comes back empty."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process = None
-
-    def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, f"redis-server did not start on port {self.port}"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        self._process.kill()
-        self._process.wait()
-
-    def keys(self, pattern: str) -> list[bytes]:
-        return list(redis.Redis.from_url(self.url).scan_iter(pattern))
 
 
 @pytest.fixture
@@ -103,13 +73,6 @@ def _metric(url: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.split("{")[0].split(" ")[0] == name)
 
 
-def _wait_for(condition, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.1)
-
-
 def test_answers_continue_while_redis_is_down_and_redis_is_used_again_when_back(deployment, private_redis, caplog):
     caplog.set_level(logging.INFO, logger="serving.redis_link")
     settings = ServingSettings(redis_url=private_redis.url, redis_prefix=PREFIX, api_keys=(API_KEY,))
@@ -130,7 +93,7 @@ def test_answers_continue_while_redis_is_down_and_redis_is_used_again_when_back(
         assert down.status_code == 200
 
         private_redis.start()
-        _wait_for(lambda: httpx.get(f"{server.url}/stats").json()["cache"]["redis_up"], "the API uses Redis again")
+        wait_until(lambda: httpx.get(f"{server.url}/stats").json()["cache"]["redis_up"], "the API uses Redis again")
         traffic.requests_after(12)
         traffic.stop()
         back = f"embedded after Redis came back {uuid.uuid4().hex}"
