@@ -81,7 +81,7 @@ def _assert_every_id_once(store) -> None:
 
 
 def test_a_postgres_restart_mid_run_leaves_nothing_half_written_and_a_rerun_pays_only_for_the_rest(
-    instance, postgres, tmp_path, sample_records, cache_dir
+    instance, postgres, tmp_path, sample_records, cache_dir, caplog
 ):
     records = sample_records[:120]
     shard = Counter(shard_of(record["id"]) for record in records).most_common(1)[0][0]
@@ -113,6 +113,8 @@ def test_a_postgres_restart_mid_run_leaves_nothing_half_written_and_a_rerun_pays
     )
     restart.join()
     assert next(calls) > 3, "the run ended before PostgreSQL went down"
+    # The run met the outage: dagster-postgres retried its connections (with backoff) until the restart.
+    assert any("Retrying failed database connection" in record.getMessage() for record in caplog.records)
     assert postgres.answers()
 
     # The run's end is on record in the same instance object, which needs no reconnecting.
