@@ -116,7 +116,7 @@ def test_a_concurrent_burst_shares_model_calls(server):
     assert 1 <= calls < len(texts) / 2, f"{len(texts)} requests took {calls} model calls"
 
 
-def test_a_repeated_text_is_served_from_redis(server, redis_prefix):
+def test_a_repeated_text_is_served_from_the_cache_and_kept_in_redis(server, redis_prefix):
     text = f"cache probe {uuid.uuid4().hex}: how do I read a file line by line?"
     first = _post(server, "/v1/embeddings", {"model": "live", "input": text}).json()
     stats = _stats(server)
