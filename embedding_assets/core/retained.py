@@ -100,7 +100,7 @@ class RetainedCollection:
 
 def collect_retained(store: LanceStore, now: datetime, window: timedelta) -> RetainedCollection:
     """Drop retained rows older than `window` (and retained tables whose version table is gone), then
-    compact what is left so the next lookups stay indexed."""
+    compact what is left so the runs' lookups of returning content stay indexed."""
     names = store.table_names()
     versions = {
         name.removeprefix(EMBEDDINGS_TABLE_PREFIX) for name in names if name.startswith(EMBEDDINGS_TABLE_PREFIX)
@@ -116,8 +116,8 @@ def collect_retained(store: LanceStore, now: datetime, window: timedelta) -> Ret
         table = store.db.open_table(retained_table_name(version))
         cutoff = (now - window).isoformat()
         dropped = table.delete(f"retained_at < timestamp {sql_literal(cutoff)}").num_deleted_rows
-        if dropped:
-            table.optimize()
+        # Compaction frees the dropped rows' files and folds the day's writes into the lookup indexes.
+        table.optimize()
         ensure_btree_indexes(table, RETAINED_LOOKUP_COLUMNS)
         collection.rows_dropped[version] = dropped
         collection.rows_kept[version] = table.count_rows()

@@ -142,7 +142,7 @@ def test_garbage_collection_drops_what_outlived_the_window_then_restoring_costs_
     assert restored.model_calls == 1 and restored.restored == 0
 
 
-def test_retaining_again_overwrites_and_writes_batch_by_batch(store, embedded, minilm_spec):
+def test_retaining_again_overwrites_writes_batch_by_batch_and_indexes_the_lookups(store, embedded, minilm_spec):
     table = store.open_embeddings_table(minilm_spec.key)
     doc_ids = sorted(set(scan(table, f"shard = '{SHARD}'", ["doc_id"]).column("doc_id").to_pylist()))
     rows = scan(table, f"shard = '{SHARD}'", ["origin_hash", "chunk"]).to_pylist()
@@ -158,6 +158,8 @@ def test_retaining_again_overwrites_and_writes_batch_by_batch(store, embedded, m
     assert first == again == len(kept) == len(contents)
     assert len({row["id"] for row in kept}) == len(kept)
     assert {row["retained_at"] for row in kept} == {NOW + timedelta(days=1)}
+    # Returning content is looked up by origin_hash and every write merges on id: both indexed.
+    assert {column for index in retained.list_indices() for column in index.columns} == {"origin_hash", "id"}
 
 
 def test_retained_tables_are_not_versions_and_go_with_their_version(store, embedded, minilm_spec):
