@@ -5,6 +5,7 @@ import pytest
 from dagster import instance_for_test
 
 from embedding_assets.cli.pipeline_runner import apply_source_changes, run_pipeline
+from embedding_assets.core.aliases import current_alias
 from embedding_assets.core.retained import open_retained_table
 from embedding_assets.core.store import LanceStore, scan
 from embedding_assets.core.vector_search import search
@@ -83,11 +84,14 @@ def test_deleted_and_reverted_content_returns_free_until_the_gc_drops_it(graph, 
     deleted = source.write(without)
     assert deleted == {"model_calls": 0, "rows_retained": len(before), "restored_from_retained": 0}
     assert _rows(store, victim["id"]) == [] and len(_retained(store)) == len(before)
-    # Readers never see retained rows: the checks count the version's table, search reads it.
+    # Readers never see retained rows: the checks count the version's table, and once the live alias
+    # pins the table version without the document, search (which reads that pin) no longer finds it.
     index = defs.resolve_job_def("index_job").execute_in_process(partition_key=DEFAULT_VERSION, instance=instance)
     parity = next(e for e in index.get_asset_check_evaluations() if e.check_name == "count_parity_check")
     assert parity.passed
-    hits = search(store, DEFAULT_VERSION, minilm_encoder, victim["text"], k=10)
+    defs.resolve_job_def("live_index_job").execute_in_process(instance=instance)
+    live = current_alias(store)
+    hits = search(store, live.model_version, live.table_version, minilm_encoder, victim["text"], k=10)
     assert victim["id"] not in {hit.doc_id for hit in hits}
 
     assert source.write(sample_records) == {"model_calls": 0, "rows_retained": 0, "restored_from_retained": 1}
