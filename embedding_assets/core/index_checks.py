@@ -111,16 +111,18 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans, table_version:
     expected_total = sum(windows for _, windows in expected.values())
     refused_share = coverage.model_faults / coverage.live_documents if coverage.live_documents else 0.0
     passed = not (duplicates or orphans or missing or extra or stale) and refused_share <= MAX_QUARANTINED_SHARE
-    no_vectors = coverage.live_documents + coverage.skipped_modality > 0 and expected_total == 0
+    corpus_size = coverage.live_documents + coverage.skipped_modality
+    no_vectors = corpus_size > 0 and expected_total == 0
     passed = passed and not no_vectors
-    if no_vectors:
-        description = (
-            f"no vectors for a corpus of {coverage.live_documents + coverage.skipped_modality} live documents: "
-            f"{coverage.skipped_modality} are of a modality {spec.key} does not embed"
-        )
-    elif not passed and refused_share > MAX_QUARANTINED_SHARE:
+    if not passed and refused_share > MAX_QUARANTINED_SHARE:
         faults, live = coverage.model_faults, coverage.live_documents
         description = f"the model botched the vectors of {faults} of {live} live documents"
+    elif no_vectors:
+        description = f"no vectors for a corpus of {corpus_size} live documents" + (
+            f": {coverage.skipped_modality} are of a modality {spec.key} does not embed"
+            if coverage.skipped_modality
+            else ""
+        )
     elif not passed:
         description = (
             f"{len(missing)} incomplete, {len(orphans)} orphaned, {len(stale)} stale, {len(duplicates)} duplicated"
