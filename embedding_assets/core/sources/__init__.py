@@ -1,6 +1,12 @@
 """Corpus sources: what `CORPUS_URI` names, read into documents and rejections (see `dispatch`)."""
 
-from embedding_assets.core.sources.dispatch import EMBEDDED_CORPORA, describe_source, iter_source, source_fingerprint
+from embedding_assets.core.sources.dispatch import (
+    EMBEDDED_CORPORA,
+    belongs_to_shard,
+    describe_source,
+    iter_source,
+    source_fingerprint,
+)
 from embedding_assets.core.sources.records import SourceDocument, SourceRecord, SourceRejection, SourceUnavailable
 
 __all__ = [
@@ -9,6 +15,7 @@ __all__ = [
     "SourceRecord",
     "SourceRejection",
     "SourceUnavailable",
+    "belongs_to_shard",
     "describe_source",
     "iter_source",
     "source_fingerprint",

@@ -72,7 +72,10 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=N
             raise ValueError(
                 f"CORPUS_URI {uri!r}: expected a directory, a .jsonl or a .parquet file, or one of {EMBEDDED_CORPORA}"
             )
-    for record in records:
-        source_wide = isinstance(record, SourceRejection) and record.whole_source
-        if shard is None or source_wide or shard_of(record.doc_id) == shard:
-            yield record
+    yield from (record for record in records if belongs_to_shard(record, shard))
+
+
+def belongs_to_shard(record: SourceRecord, shard: str | None) -> bool:
+    """A record of `shard` (any, when None); a rejection of the whole source belongs to every shard."""
+    source_wide = isinstance(record, SourceRejection) and record.whole_source
+    return shard is None or source_wide or shard_of(record.doc_id) == shard
