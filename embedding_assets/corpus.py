@@ -32,8 +32,8 @@ def corpus(
     )
     if not stats.source_complete:
         context.log.warning(
-            f"{corpus_source.describe()} could not be read whole, so no document was marked deleted "
-            f"(only documents refused on their own merits left): {'; '.join(stats.source_problems)}"
+            f"{corpus_source.describe()} could not be read whole, so no document was marked deleted for being absent "
+            f"from it: {'; '.join(stats.source_problems)}. Fix the source and rerun to apply its deletions."
         )
     context.log.info(
         f"shard {shard}: {stats.live} documents (+{stats.added} ~{stats.changed} -{stats.deleted}), "

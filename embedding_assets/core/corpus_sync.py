@@ -67,8 +67,8 @@ class MassDeleteGuard:
         examples = ", ".join(sorted(gone)[:5]) + (", ..." if len(gone) > 5 else "")
         return (
             f"shard {shard}: this run would mark {len(gone)} of its {live} live documents deleted "
-            f"({len(gone) / max(live, 1):.0%}), more than the {self.max_share:.0%} (or {self.floor} documents) "
-            f"allowed at once, so nothing was marked deleted (e.g. {examples}). If the source is wrong, restore it "
+            f"({len(gone) / max(live, 1):.0%}), more than the {self.max_share:.0%} (or {self.floor} documents, "
+            f"whichever is more) allowed at once, so nothing was marked deleted (e.g. {examples}). If the source is wrong, restore it "
             "and rerun. If these documents really left the source, rerun the corpus with the run config "
             "`allow_mass_delete: true` (`make demo ALLOW_MASS_DELETE=1` on the command line)"
         )
