@@ -128,6 +128,14 @@ class ModelRegistry:
     errors: list[str] = field(default_factory=list)
     # Keys of entries that failed validation: present, but not usable until fixed.
     invalid_keys: set[str] = field(default_factory=set)
+    # Entries whose key could not be read at all (no key, not a mapping, no list of versions):
+    # any version may be the one they meant.
+    unnamed_entries: int = 0
+
+    @property
+    def named_keys(self) -> set[str]:
+        """Every version key the file names, valid or not: a typo in an entry must not retire its version."""
+        return set(self.specs) | self.invalid_keys
 
     def spec(self, key: str) -> ModelSpec:
         if key in self.specs:
@@ -142,12 +150,17 @@ def parse_registry(document: dict | None) -> ModelRegistry:
     entries = (document or {}).get("versions") or []
     if not isinstance(entries, list):
         registry.errors.append("registry: 'versions' must be a list of entries")
+        registry.unnamed_entries += 1
         return registry
     for position, entry in enumerate(entries, start=1):
         key = entry.get("key") if isinstance(entry, dict) else None
+        # A key YAML read as a number (`key: 2024`) still names a version.
+        key = str(key) if isinstance(key, int | float) and not isinstance(key, bool) else key
         label = key if isinstance(key, str) else f"entry {position}"
         if isinstance(key, str):
             registry.invalid_keys.add(key)
+        else:
+            registry.unnamed_entries += 1
         if key in registry.specs:
             registry.errors.append(f"{label}: duplicate key (entry {position}); the first entry is kept")
             continue
