@@ -112,14 +112,29 @@ class ModelSpec(BaseModel):
         except FileNotFoundError as error:
             raise FileNotFoundError(f"model {self.key} (source {self.source!r}): {error}") from error
 
-    def fingerprint(self) -> str:
-        """Everything that shapes this version's vectors: an edit of any of it needs a new key."""
+    def vector_settings(self) -> dict:
+        """Everything that shapes this version's vectors: an edit of any of it needs a new key.
+
+        A local model's `model_id` is only its name (its `source` picks the weights), so it is not here.
+        """
         unset = {name for name in LATER_OPTIONAL_FIELDS if getattr(self, name) is None}
         shaping = self.model_dump(exclude={"key", "model_id", *CALL_SETTINGS, *unset})
         if self.backend == "openai":
             # The provider's model name is what picks the weights.
             shaping["model_id"] = self.model_id
-        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        return shaping
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.vector_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def settings_changed_since(self, recorded: dict) -> list[str]:
+        """`field: recorded -> now` for each vector setting that differs from `recorded`."""
+        current = json.loads(json.dumps(self.vector_settings()))
+        return [
+            f"{name}: {recorded.get(name)!r} -> {current.get(name)!r}"
+            for name in sorted(recorded.keys() | current.keys())
+            if recorded.get(name) != current.get(name)
+        ]
 
 
 @dataclass
