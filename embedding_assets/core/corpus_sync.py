@@ -3,8 +3,9 @@
 Only what changed is written; a document gone from the source becomes a tombstone
 (`deleted = true`) so later stages can remove its vectors. A source that could not be read
 whole never produces deletions, and a run that would tombstone more than `MassDeleteGuard`
-allows fails before its first tombstone unless explicitly allowed. A document is a text, an image, or a pair (an image with its
-caption); images pass the intake checks of `images.py` here, once, before anything embeds them.
+allows fails before its first tombstone unless explicitly allowed. A document is a text, an
+image, or a pair (an image with its caption); images pass the intake checks of `images.py`
+here, once, before anything embeds them.
 """
 
 from collections import Counter
@@ -68,9 +69,9 @@ class MassDeleteGuard:
         return (
             f"shard {shard}: this run would mark {len(gone)} of its {live} live documents deleted "
             f"({len(gone) / max(live, 1):.0%}), more than the {self.max_share:.0%} (or {self.floor} documents, "
-            f"whichever is more) allowed at once, so nothing was marked deleted (e.g. {examples}). If the source is wrong, restore it "
-            "and rerun. If these documents really left the source, rerun the corpus with the run config "
-            "`allow_mass_delete: true` (`make demo ALLOW_MASS_DELETE=1` on the command line)"
+            f"whichever is more) allowed at once, so nothing was marked deleted (e.g. {examples}). "
+            "If the source is wrong, restore it and rerun. If these documents really left the source, "
+            "rerun the corpus with the run config `allow_mass_delete: true` (`make demo ALLOW_MASS_DELETE=1` on the command line)"
         )
 
 
