@@ -71,7 +71,8 @@ class MassDeleteGuard:
             f"({len(gone) / max(live, 1):.0%}), more than the {self.max_share:.0%} (or {self.floor} documents, "
             f"whichever is more) allowed at once, so nothing was marked deleted (e.g. {examples}). "
             "If the source is wrong, restore it and rerun. If these documents really left the source, "
-            "rerun the corpus with the run config `allow_mass_delete: true` (`make demo ALLOW_MASS_DELETE=1` on the command line)"
+            "rerun the corpus with the run config `allow_mass_delete: true` "
+            "(`make demo ALLOW_MASS_DELETE=1` on the command line)"
         )
 
 
