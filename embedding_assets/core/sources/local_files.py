@@ -80,7 +80,7 @@ def local_fingerprint(path: Path) -> str:
     """Names, sizes and modification times of the file, or of every file below the folder."""
     if not path.exists():
         return "missing"
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = [file for file in _walk(path)[0] if file.is_file()] if path.is_dir() else [path]
     digest = hashlib.sha256()
     for file in files:
         status = file.stat()
