@@ -23,8 +23,8 @@ from embedding_assets.core.embedding_run import embed_shard
 from embedding_assets.core.images import MAX_IMAGE_BYTES, find_image_problem, open_image
 from embedding_assets.core.index_checks import count_parity
 from embedding_assets.core.minhash import MinHasher
-from embedding_assets.core.sources import SourceDocument, iter_source
 from embedding_assets.core.sources.skimage_corpus import skimage_rows
+from embedding_assets.core.sources import SourceDocument, iter_source
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan
 from embedding_assets.core.vector_search import nearest_documents, search
 from embedding_assets.definitions import build_definitions
