@@ -70,22 +70,29 @@ def eval_recall_check(
     model_registry: ModelRegistryResource,
     promotion_policy: PromotionPolicyResource,
 ) -> AssetCheckResult:
-    """Recall@10 and MRR on the frozen evaluation set, no worse than the live version's minus the tolerance."""
+    """Recall@10 and MRR on the evaluation set (frozen; derived from the corpus unless one is given), no
+    worse than the live version's minus the tolerance. Not measured fails."""
     store = lancedb.store()
     registry = model_registry.registry()
     spec = registry.spec(context.partition_key)
     alias = current_alias(store)
     other_live = alias and alias.model_version != spec.key and alias.model_version in registry.specs
+    eval_set = promotion_policy.eval_set(store)
     comparison = compare_quality(
         store,
         model_registry.loaded(spec.key),
         model_registry.loaded(alias.model_version) if other_live else None,
-        promotion_policy.eval_set(),
+        eval_set.queries,
         promotion_policy.recall_tolerance,
+        live_table_version=alias.table_version if other_live else None,
     )
     serving = alias is not None and alias.model_version == spec.key
     description = comparison.describe() + (" (this version is live)" if serving else "")
-    return AssetCheckResult(passed=comparison.passed, description=description, metadata=comparison.metadata())
+    return AssetCheckResult(
+        passed=comparison.passed,
+        description=description,
+        metadata={**comparison.metadata(), "eval_set": eval_set.provenance},
+    )
 
 
 @asset_check(asset=lance_index, partitions_def=model_version_partitions)

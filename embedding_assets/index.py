@@ -3,13 +3,22 @@ from typing import Literal
 
 from dagster import AssetExecutionContext, AssetKey, AutomationCondition, Config, Failure, MaterializeResult, asset
 
-from embedding_assets.core.aliases import LIVE_ALIAS, current_alias, ever_live, switch_alias
+from embedding_assets.core.aliases import (
+    LIVE_ALIAS,
+    Alias,
+    current_alias,
+    ever_live,
+    protected_table_versions,
+    switch_alias,
+)
+from embedding_assets.core.eval_sets import EvalSet
+from embedding_assets.core.gates import record_verdict
 from embedding_assets.core.index_build import build_index
-from embedding_assets.core.promotion import PromotionDecision, decide_promotion
+from embedding_assets.core.promotion import PromotionDecision, decide_advance, decide_promotion
 from embedding_assets.core.retention import apply_retention
 from embedding_assets.core.store import LanceStore
 from embedding_assets.embeddings import embeddings
-from gpu_ops.registry import ModelRegistry
+from gpu_ops.registry import ModelRegistry, ModelSpec
 from partitions import model_version_partitions
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
@@ -32,7 +41,14 @@ class IndexConfig(Config):
 )
 def lance_index(context: AssetExecutionContext, config: IndexConfig, lancedb: LanceDBResource) -> MaterializeResult:
     """The version's table, compacted, with scalar indexes and (when large enough) an ANN index."""
-    stats = build_index(lancedb.store(), context.partition_key, config.ann_min_rows, config.ann_index_type)
+    store = lancedb.store()
+    stats = build_index(
+        store,
+        context.partition_key,
+        config.ann_min_rows,
+        config.ann_index_type,
+        protected_table_versions(store, context.partition_key),
+    )
     context.log.info(f"{context.partition_key}: {stats.rows} rows, search {stats.search_mode}")
     return MaterializeResult(
         metadata={
@@ -48,7 +64,7 @@ def lance_index(context: AssetExecutionContext, config: IndexConfig, lancedb: La
 class LiveIndexConfig(Config):
     # Empty: the newest registered version that was never live and whose index is built.
     model_version: str = ""
-    # Waives the retrieval-quality comparison (never completeness or sanity); logged.
+    # Waives the retrieval-quality comparison (never the blocking checks); logged.
     force: bool = False
     switched_by: str = "live_index"
 
@@ -59,20 +75,87 @@ def _awaiting_promotion(context: AssetExecutionContext, store: LanceStore, regis
     return next((v for v in reversed(registry.specs) if v in indexed and v not in been_live), None)
 
 
-def _decision_metadata(decision: PromotionDecision, live: str | None) -> dict:
+def _decision_metadata(decision: PromotionDecision, live: str | None, eval_set: EvalSet) -> dict:
     metadata = {
         "candidate": decision.candidate,
+        "candidate_table_version": decision.table_version,
         "live_before": live or "none",
         "forced": decision.forced,
         "reasons": "; ".join(decision.reasons) or "all gates passed",
+        "eval_set": eval_set.provenance,
         **{
             f"gate {name}": "pass" if outcome.passed else outcome.description
-            for name, outcome in decision.gates.items()
+            for name, outcome in decision.verdict.outcomes.items()
         },
     }
     if decision.quality is not None:
         metadata |= {"eval": decision.quality.describe(), **decision.quality.metadata()}
     return metadata
+
+
+def _write_to_pin_seconds(store: LanceStore, model_version: str, table_version: int, pinned_at: datetime) -> float:
+    """From the commit of the pinned table version (the last write readers now see) to the pin."""
+    table = store.open_embeddings_table(model_version)
+    written = next(v["timestamp"] for v in table.list_versions() if v["version"] == table_version)
+    if written.tzinfo is None:
+        written = written.astimezone(timezone.utc)
+    return round((pinned_at - written).total_seconds(), 3)
+
+
+def _advance_pin(
+    context: AssetExecutionContext,
+    store: LanceStore,
+    live: tuple[ModelSpec, object],
+    alias: Alias,
+    eval_set: EvalSet,
+    tolerance: float,
+) -> MaterializeResult:
+    """Move the live pin to the table's latest version once its gates pass; else readers stay put."""
+    latest = store.open_embeddings_table(alias.model_version).version
+    if latest == alias.table_version:
+        reason = f"already live at table version {latest}"
+        context.log.info(f"{LIVE_ALIAS} stays on {alias.model_version}: {reason}")
+        return MaterializeResult(
+            metadata={
+                "decision": "kept",
+                "model_version": alias.model_version,
+                "table_version": latest,
+                "reasons": reason,
+            }
+        )
+    decision = decide_advance(store, live, alias.table_version, eval_set.queries, tolerance)
+    now = datetime.now(timezone.utc)
+    record_verdict(store, decision.verdict, now)
+    metadata = _decision_metadata(decision, alias.model_version, eval_set)
+    if not decision.promote:
+        context.log.warning(
+            f"{LIVE_ALIAS} held on {alias.model_version} table version {alias.table_version}: table version "
+            f"{decision.table_version} failed its gates: " + "; ".join(decision.reasons)
+        )
+        return MaterializeResult(
+            metadata={
+                "decision": "held",
+                "model_version": alias.model_version,
+                "table_version": alias.table_version,
+                **metadata,
+            }
+        )
+    switched = switch_alias(store, alias.model_version, decision.table_version, "live_index (advance)", now)
+    seconds = _write_to_pin_seconds(store, alias.model_version, decision.table_version, now)
+    context.log.info(
+        f"{LIVE_ALIAS} advanced on {alias.model_version} from table version {alias.table_version} to "
+        f"{switched.table_version}, {seconds}s after its last write"
+    )
+    return MaterializeResult(
+        metadata={
+            "decision": "advanced",
+            "model_version": switched.model_version,
+            "table_version": switched.table_version,
+            "table_version_before": alias.table_version,
+            "write_to_pin_seconds": seconds,
+            **metadata,
+        }
+    )
 
 
 @asset(group_name="index", kinds={"lancedb"}, deps=[lance_index], automation_condition=AutomationCondition.eager())
@@ -83,12 +166,19 @@ def live_index(
     model_registry: ModelRegistryResource,
     promotion_policy: PromotionPolicyResource,
 ) -> MaterializeResult:
-    """The `live` alias readers resolve. It moves, in one commit, only to a version that passes every gate."""
+    """The `live` alias readers resolve: a table and the table version they read. It moves, in one
+    commit, only to a table version that passed every gate: to a new model version (promotion), or
+    to a newer table version of the live one (after any change to its table)."""
     store = lancedb.store()
     registry = model_registry.registry()
     alias = current_alias(store, LIVE_ALIAS)
     live = alias.model_version if alias else None
+    eval_set = promotion_policy.eval_set(store)
     candidate = config.model_version or _awaiting_promotion(context, store, registry)
+    if (candidate is None or candidate == live) and alias is not None and live in registry.specs:
+        return _advance_pin(
+            context, store, model_registry.loaded(live), alias, eval_set, promotion_policy.recall_tolerance
+        )
     if candidate is None or candidate == live:
         reason = "already live" if candidate else "no registered version awaits promotion"
         context.log.info(f"{LIVE_ALIAS} stays on {live}: {reason}")
@@ -101,12 +191,14 @@ def live_index(
     decision = decide_promotion(
         store,
         model_registry.loaded(candidate),
-        lambda: model_registry.loaded(live) if live in registry.specs else None,
-        promotion_policy.eval_set(),
+        lambda: (model_registry.loaded(live), alias.table_version) if live in registry.specs else None,
+        eval_set.queries,
         promotion_policy.recall_tolerance,
         config.force,
     )
-    metadata = _decision_metadata(decision, live)
+    now = datetime.now(timezone.utc)
+    record_verdict(store, decision.verdict, now)
+    metadata = _decision_metadata(decision, live, eval_set)
     if not decision.promote:
         message = f"{candidate} not promoted, {LIVE_ALIAS} stays on {live}: " + "; ".join(decision.reasons)
         if config.model_version:
@@ -114,10 +206,11 @@ def live_index(
         context.log.warning(message)
         return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", **metadata})
 
-    switched = switch_alias(store, candidate, config.switched_by, datetime.now(timezone.utc), LIVE_ALIAS)
+    switched = switch_alias(store, candidate, decision.table_version, config.switched_by, now, LIVE_ALIAS)
     retention = apply_retention(store, registry, promotion_policy.keep_retired_versions)
     context.log.info(
-        f"{LIVE_ALIAS} switched from {live} to {candidate}; retention dropped {retention.dropped or 'nothing'}"
+        f"{LIVE_ALIAS} switched from {live} to {candidate} at table version {switched.table_version}; "
+        f"retention dropped {retention.dropped or 'nothing'}"
     )
     return MaterializeResult(
         metadata={

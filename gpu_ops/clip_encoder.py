@@ -21,10 +21,9 @@ from PIL import Image
 
 from gpu_ops.encoder import SPECIAL_TOKENS, EncodedBatch
 from gpu_ops.local_encoder import LocalEncoder
-from gpu_ops.registry import ModelSpec
+from gpu_ops.registry import RANDOM_WEIGHTS, ModelSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-RANDOM_INIT = "random:"
 
 
 def _register_config(spec: ModelSpec) -> None:
@@ -44,10 +43,10 @@ def create_open_clip(spec: ModelSpec, cache_dir: Path, device: str, precision: s
     if spec.model_config_path:
         _register_config(spec)
     options = {"precision": precision, "device": device}
-    if spec.source.startswith(RANDOM_INIT):
+    if spec.random_weights:
         # The seed draws the weights alone: the caller's random state is left as it was.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(spec.source.removeprefix(RANDOM_INIT)))
+            torch.manual_seed(int(spec.source.removeprefix(RANDOM_WEIGHTS)))
             model, _, preprocess = open_clip.create_model_and_transforms(spec.model_id, pretrained=None, **options)
     else:
         pretrained = spec.resolved_source(cache_dir)

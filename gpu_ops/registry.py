@@ -18,6 +18,8 @@ from gpu_ops.model_sources import resolve_model_source
 
 VERSION_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 ENVIRONMENT_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A `source` of `random:<seed>`: the architecture with random weights from that seed (test models).
+RANDOM_WEIGHTS = "random:"
 # How a hosted model is called, not what it returns: editable under the same key.
 CALL_SETTINGS = frozenset(
     {
@@ -99,6 +101,10 @@ class ModelSpec(BaseModel):
         if self.dimensions is not None and self.dimensions != self.dim:
             raise ValueError(f"dimensions {self.dimensions} asks the provider for a width other than dim {self.dim}")
         return self
+
+    @property
+    def random_weights(self) -> bool:
+        return self.source.startswith(RANDOM_WEIGHTS)
 
     @property
     def window_tokens(self) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 from dagster import EnvVar
 from dagster_aws.s3 import S3Resource
 
-from embedding_assets.core.evaluation import EVAL_SET_PATH
 from embedding_assets.core.sources import EMBEDDED_CORPORA
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
@@ -68,7 +67,7 @@ def local_resources(
             registry_path=str(registry_path), model_cache_dir=str(cache_dir), device=device
         ),
         "promotion_policy": PromotionPolicyResource(
-            eval_set_path=_local_path(os.environ.get("EVAL_SET", str(EVAL_SET_PATH))),
+            eval_set_path=_local_path(os.environ["EVAL_SET"]) if os.environ.get("EVAL_SET") else "",
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=int(os.environ.get("KEEP_RETIRED_VERSIONS", "1")),
         ),
@@ -110,7 +109,8 @@ def prod_resources() -> dict:
             device=EnvVar("EMBEDDING_DEVICE"),
         ),
         "promotion_policy": PromotionPolicyResource(
-            eval_set_path=EnvVar("EVAL_SET"),
+            # Optional: without it the set is derived from the corpus.
+            eval_set_path=os.environ.get("EVAL_SET", ""),
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=EnvVar.int("KEEP_RETIRED_VERSIONS"),
         ),

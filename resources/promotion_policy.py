@@ -1,20 +1,26 @@
-"""The rules a candidate version must meet to go live, and how many retired tables to keep."""
+"""The rules a table version must meet to serve, and how many retired tables to keep."""
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from embedding_assets.core.evaluation import EvalQuery, load_eval_set
+from embedding_assets.core.eval_sets import EvalSet, eval_set_for_corpus
+from embedding_assets.core.evaluation import load_eval_set
+from embedding_assets.core.store import LanceStore
 
 
 class PromotionPolicyResource(ConfigurableResource):
-    """Frozen evaluation set, recall tolerance against the live version, and retention."""
+    """Evaluation set, recall tolerance against the live version, and retention."""
 
-    eval_set_path: str
+    # A JSONL file of {"query", "relevant": [doc ids]}, used while it covers the corpus. Empty (the
+    # default): a set derived from the corpus itself and frozen in the store.
+    eval_set_path: str = ""
     # A candidate may score at most this much below the live version's recall@10.
     recall_tolerance: float = 0.02
     # Retired version tables kept besides the live and previous ones.
     keep_retired_versions: int = 1
 
-    def eval_set(self) -> list[EvalQuery]:
-        return load_eval_set(Path(self.eval_set_path))
+    def eval_set(self, store: LanceStore) -> EvalSet:
+        given = load_eval_set(Path(self.eval_set_path)) if self.eval_set_path else None
+        return eval_set_for_corpus(store, given, self.eval_set_path, datetime.now(timezone.utc))

@@ -9,19 +9,19 @@ import time
 from contextlib import asynccontextmanager
 from typing import Literal
 
-import redis.asyncio as redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedding_assets.core.aliases import LIVE_ALIAS
-from serving.cache import LRUVectorCache, RedisVectorCache
+from serving.cache import LRUVectorCache, RedisVectorCache, TieredVectorCache
 from serving.embedding import EmbeddingService
 from serving.errors import APIError, retry_after
 from serving.metrics import LatencyMiddleware, ServingMetrics
 from serving.models import ModelPool
-from serving.rate_limit import LocalRateLimiter, RedisRateLimiter, key_identity
+from serving.rate_limit import FallbackRateLimiter, LocalRateLimiter, RedisRateLimiter, key_identity
+from serving.redis_link import RedisLink, connect
 from serving.search_api import metadata_filter, search_version
 from serving.settings import ServingSettings
 
@@ -74,13 +74,15 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
     metrics = ServingMetrics()
     store = resources["lancedb"].store()
     pool = ModelPool(resources["model_registry"], store, settings, metrics)
-    client = redis.from_url(settings.redis_url) if settings.redis_url else None
-    cache = RedisVectorCache(client, settings.cache_ttl_s) if client else LRUVectorCache(settings.lru_entries)
-    limiter = (
-        RedisRateLimiter(client, settings.redis_prefix, settings.rate_limit_requests, settings.rate_limit_window_s)
-        if client
-        else LocalRateLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
-    )
+    cache = LRUVectorCache(settings.lru_entries)
+    limiter = LocalRateLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
+    link = RedisLink(connect(settings.redis_url, settings.redis_timeout_s), metrics) if settings.redis_url else None
+    if link:
+        shared_limiter = RedisRateLimiter(
+            link.client, settings.redis_prefix, settings.rate_limit_requests, settings.rate_limit_window_s
+        )
+        cache = TieredVectorCache(cache, RedisVectorCache(link.client, settings.cache_ttl_s), link)
+        limiter = FallbackRateLimiter(shared_limiter, limiter, link)
     embedding = EmbeddingService(cache, settings.redis_prefix, metrics)
     started_at = time.time()
 
@@ -102,6 +104,8 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
         yield
         await pool.close()
         await cache.close()
+        if link:
+            await link.close()
 
     app = FastAPI(title="Embedding API", lifespan=lifespan)
 
@@ -184,7 +188,7 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
                     400, f"vector has {len(body.vector)} values; {version} is {spec.dim}-d", "bad_vector", "vector"
                 )
             vector, usage = body.vector, {"prompt_tokens": 0, "total_tokens": 0}
-        result = await asyncio.to_thread(search_version, store, version, vector, body.k, where)
+        result = await asyncio.to_thread(search_version, store, version, vector, body.k, where, alias)
         return JSONResponse(
             {
                 "object": "list",
@@ -232,7 +236,8 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
         return {
             "uptime_s": round(time.time() - started_at, 1),
             "cache": {
-                "backend": "redis" if client else "lru",
+                "backend": "redis" if link else "lru",
+                "redis_up": link.up if link else None,
                 "hits": int(hits),
                 "misses": int(misses),
                 "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,

@@ -5,13 +5,13 @@ against a key removed and registered again with other settings: nothing stale cr
 Values hold the token count with the vector, so a hit still reports usage.
 """
 
-import asyncio
 from collections import OrderedDict
 
 import numpy as np
 import redis.asyncio as redis
 
 from serving.batcher import Encoded
+from serving.redis_link import RedisLink, RedisUnavailable
 
 _COUNT_BYTES = 4
 
@@ -71,8 +71,38 @@ class RedisVectorCache:
                 pipe.set(key, encode_entry(entry), ex=self._ttl_s)
             await pipe.execute()
 
+
+class TieredVectorCache:
+    """The in-process LRU in front of Redis. Entries are content-addressed and never go stale, so the
+    local tier is always right to answer; it also carries the server alone while Redis is down."""
+
+    def __init__(self, local: LRUVectorCache, shared: RedisVectorCache, link: RedisLink):
+        self._local = local
+        self._shared = shared
+        self._link = link
+
+    async def get_many(self, keys: list[str]) -> list[Encoded | None]:
+        found = dict(zip(keys, await self._local.get_many(keys)))
+        missing = [key for key, entry in found.items() if entry is None]
+        if missing:
+            try:
+                shared = await self._link.run("cache_get", lambda: self._shared.get_many(missing))
+            except RedisUnavailable:
+                shared = [None] * len(missing)
+            from_redis = {key: entry for key, entry in zip(missing, shared) if entry is not None}
+            await self._local.set_many(from_redis)
+            found.update(from_redis)
+        return [found[key] for key in keys]
+
+    async def set_many(self, entries: dict[str, Encoded]) -> None:
+        await self._local.set_many(entries)
+        try:
+            await self._link.run("cache_set", lambda: self._shared.set_many(entries))
+        except RedisUnavailable:
+            pass  # the entry is in the local tier; other servers compute it once more
+
     async def close(self) -> None:
-        await asyncio.shield(self._client.aclose())
+        await self._local.close()
 
 
 def cache_key(prefix: str, model_version: str, fingerprint: str, content_hash: str) -> str:

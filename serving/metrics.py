@@ -44,6 +44,15 @@ class ServingMetrics:
         self.rejections = Counter(
             "embedding_api_rejections", "Requests refused, by error code", ["code"], registry=self.registry
         )
+        self.redis_errors = Counter(
+            "embedding_api_redis_errors",
+            "Redis operations that failed, each answered from the in-process tier instead",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.redis_up = Gauge(
+            "embedding_api_redis_up", "1 while Redis is in use, 0 while it is down", registry=self.registry
+        )
 
     def record_batch(self, model_version: str, items: int) -> None:
         self.model_calls.labels(model_version).inc()

@@ -1,4 +1,8 @@
-"""Per-API-key sliding-window rate limits: in Redis (shared by every server) or in process."""
+"""Per-API-key sliding-window rate limits: in Redis (shared by every server) or in process.
+
+With Redis down, limits are kept in process: each server then admits up to the limit on its own,
+which errs toward serving, never toward refusing a caller for an outage that is not theirs.
+"""
 
 import hashlib
 import time
@@ -7,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+
+from serving.redis_link import RedisLink, RedisUnavailable
 
 # Drop what fell out of the window, count, and admit if under the limit: one atomic step.
 _SLIDING_WINDOW = """
@@ -63,3 +69,18 @@ class LocalRateLimiter:
             seen.append(now)
             return Admission(True)
         return Admission(False, seen[0] + self._window_s - now)
+
+
+class FallbackRateLimiter:
+    """Redis's shared window while Redis answers, the in-process window while it does not."""
+
+    def __init__(self, shared: RedisRateLimiter, local: LocalRateLimiter, link: RedisLink):
+        self._shared = shared
+        self._local = local
+        self._link = link
+
+    async def admit(self, identity: str) -> Admission:
+        try:
+            return await self._link.run("rate_limit", lambda: self._shared.admit(identity))
+        except RedisUnavailable:
+            return await self._local.admit(identity)

@@ -1,7 +1,9 @@
-"""Vector search for the API: one pinned table version per request, filters on row metadata."""
+"""Vector search for the API: the pinned table version of each request, filters on row metadata."""
 
 from dataclasses import dataclass
 
+from embedding_assets.core.aliases import Alias
+from embedding_assets.core.gates import readable_table_version
 from embedding_assets.core.store import LanceStore, sql_in, sql_literal
 from embedding_assets.core.vector_search import Hit, nearest_hits
 from serving.errors import APIError
@@ -34,17 +36,25 @@ def metadata_filter(filters: dict[str, str | list[str]]) -> str | None:
     return " AND ".join(clauses) or None
 
 
-def search_version(store: LanceStore, model_version: str, vector, k: int, where: str | None) -> SearchResult:
-    """Nearest documents in `model_version`'s table, read at the version current when the request began."""
+def search_version(
+    store: LanceStore, model_version: str, vector, k: int, where: str | None, alias: Alias | None
+) -> SearchResult:
+    """Nearest documents in the table version readers may see: the one the alias pins, or for a
+    version named by its key the newest one whose gates passed. Never the table's latest."""
+    table_version = alias.table_version if alias else readable_table_version(store, model_version)
+    if table_version is None:
+        message = (
+            f"model {model_version} has no table version that passed its gates yet: "
+            "materialize its embeddings and live_index (which checks it), or search the 'live' alias"
+        )
+        raise APIError(404, message, "index_not_found", "model")
     try:
-        table = store.open_embeddings_table(model_version)
+        table = store.open_embeddings_table(model_version, table_version)
     except (ValueError, FileNotFoundError) as error:
-        message = f"model {model_version} has no embeddings table yet: materialize its embeddings first"
+        message = f"model {model_version} has no embeddings table: materialize its embeddings first"
         raise APIError(404, message, "index_not_found", "model") from error
-    pinned = table.version
-    table.checkout(pinned)
     hits = nearest_hits(store, table, vector, k, where, SNIPPET_CHARS)
-    return SearchResult(pinned, [_hit_payload(hit) for hit in hits])
+    return SearchResult(table_version, [_hit_payload(hit) for hit in hits])
 
 
 def _hit_payload(hit: Hit) -> dict:

@@ -13,6 +13,8 @@ class ServingSettings(BaseModel):
     # Empty: an in-process LRU cache and in-process rate limits (one server, nothing shared).
     redis_url: str = ""
     redis_prefix: str = "embedding-api"
+    # Per Redis operation: a dead Redis must not add more than this to a request before the fallback.
+    redis_timeout_s: float = Field(default=0.2, gt=0)
     # Empty: no authentication (a laptop); set it in any shared deployment.
     api_keys: tuple[str, ...] = ()
     rate_limit_requests: int = Field(default=600, gt=0)
@@ -37,6 +39,7 @@ class ServingSettings(BaseModel):
             "port": env.get("PORT"),
             "redis_url": env.get("REDIS_URL"),
             "redis_prefix": env.get("SERVING_REDIS_PREFIX"),
+            "redis_timeout_s": env.get("SERVING_REDIS_TIMEOUT_S"),
             "api_keys": _list(env.get("SERVING_API_KEYS")),
             "rate_limit_requests": env.get("SERVING_RATE_LIMIT"),
             "rate_limit_window_s": env.get("SERVING_RATE_WINDOW_S"),

@@ -128,7 +128,9 @@ def test_the_plain_core_imports_neither_dagster_nor_the_layers_above():
 
 def test_gpu_ops_stands_alone_below_the_core():
     graph = import_graph()
-    assert [f"{m} -> {t}" for m, ts in graph.items() if m.startswith("gpu_ops") for t in ts if not t.startswith("gpu_ops")] == []
+    assert [
+        f"{m} -> {t}" for m, ts in graph.items() if m.startswith("gpu_ops") for t in ts if not t.startswith("gpu_ops")
+    ] == []
 
 
 def test_there_is_no_import_cycle():
@@ -148,7 +150,5 @@ def test_no_plain_module_is_over_300_lines(package):
 def test_the_checks_catch_an_upward_import_and_a_cycle():
     """The rule itself can fail: a core module importing a resource, and two modules importing each other."""
     graph = {"embedding_assets.core.store": {"resources.lance_store"}, "resources.lance_store": set()}
-    assert upward_imports(graph) == [
-        "embedding_assets.core.store (layer 0) imports resources.lance_store (layer 1)"
-    ]
+    assert upward_imports(graph) == ["embedding_assets.core.store (layer 0) imports resources.lance_store (layer 1)"]
     assert cycles({"gpu_ops.a": {"gpu_ops.b"}, "gpu_ops.b": {"gpu_ops.a"}}) == [["gpu_ops.a", "gpu_ops.b"]]

@@ -110,9 +110,6 @@ def run_pipeline(
         say(f"index and checks: {version}")
         result = execute(index_job, version, raise_on_error=False)
         counter["rows"] = int(_metadata(result, "lance_index").get("dagster/row_count", 0) or 0)
-        counter["exported_rows"] = int(
-            _metadata(execute(export_job, version), "parquet_export").get("dagster/row_count", 0)
-        )
         for evaluation in result.get_asset_check_evaluations():
             report.checks.append(
                 CheckReport(
@@ -130,11 +127,20 @@ def run_pipeline(
         result = execute(live_index_job, raise_on_error=False)
         if not result.success or _metadata(result, "live_index").get("decision") != "promoted":
             break
-    if result.success:
-        report.live_version = _metadata(result, "live_index").get("model_version")
-    else:
+    live_metadata = _metadata(result, "live_index")
+    if not result.success:
         failure = next((event for event in result.all_events if event.is_step_failure), None)
         report.live_error = failure.event_specific_data.error.message if failure else "live_index failed"
+    elif live_metadata.get("model_version", "none") == "none":
+        report.live_error = f"no version passed its gates: {live_metadata.get('reasons', 'none was checked')}"
+    else:
+        report.live_version = live_metadata["model_version"]
+    # Exports read the newest table version whose gates passed: after live_index has checked them.
+    for version in versions:
+        exported = execute(export_job, version, raise_on_error=False)
+        report.per_version[version]["exported_rows"] = int(
+            _metadata(exported, "parquet_export").get("dagster/row_count", 0) or 0
+        )
     report.seconds = time.monotonic() - started
     return report
 

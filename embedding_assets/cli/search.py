@@ -8,12 +8,14 @@ import argparse
 from dagster import Definitions
 
 from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
+from embedding_assets.core.gates import readable_table_version
 from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.core.vector_search import Hit, search
 
 
-def search_version(defs: Definitions, model_version: str, query: str, k: int = 5) -> list[Hit]:
-    """Hits for `query` in a registered version's table, live or not."""
+def search_version(defs: Definitions, model_version: str, query: str, k: int = 5, table_version: int | None = None):
+    """Hits for `query` in a registered version's table, at `table_version` or else the newest one whose
+    gates passed: what the serving API would answer."""
     store = defs.resources["lancedb"].store()
     registry = defs.resources["model_registry"]
     try:
@@ -22,15 +24,19 @@ def search_version(defs: Definitions, model_version: str, query: str, k: int = 5
         raise SystemExit(error.args[0]) from error
     if not store.has_table(embeddings_table_name(model_version)):
         raise SystemExit(f"{model_version} has no table yet: run `make demo` (or materialize its embeddings) first")
-    return search(store, model_version, registry.encoder(spec), query, k)
+    if table_version is None:
+        table_version = readable_table_version(store, model_version)
+    if table_version is None:
+        raise SystemExit(f"{model_version} has no table version that passed its gates yet: materialize live_index")
+    return search(store, model_version, table_version, registry.encoder(spec), query, k)
 
 
 def search_live(defs: Definitions, query: str, k: int = 5) -> tuple[str, list[Hit]]:
-    """(model version, hits) for `query` on whatever the `live` alias serves now."""
+    """(model version, hits) for `query` on the table version the `live` alias pins now."""
     alias = current_alias(defs.resources["lancedb"].store(), LIVE_ALIAS)
     if alias is None:
         raise SystemExit("nothing is live yet: run `make demo` (or materialize live_index) first")
-    return alias.model_version, search_version(defs, alias.model_version, query, k)
+    return alias.model_version, search_version(defs, alias.model_version, query, k, alias.table_version)
 
 
 def format_hits(hits: list[Hit]) -> str:

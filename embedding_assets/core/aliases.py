@@ -1,7 +1,9 @@
-"""The `aliases` table: which model version readers see. One row per alias, switched in one commit.
+"""The `aliases` table: which model version, at which table version, readers see.
 
-Every switch is a new version of the table, so its history is the list of what was live
-when: rollback reads it and writes the previous row back.
+One row per alias names a table *and* a Lance table version whose gates passed; readers open
+exactly that version, never the table's latest, so writes in flight and changes whose checks
+fail stay invisible. Each switch is one commit and a new version of this table, so its history
+is the list of what was live when: rollback reads it and writes the previous row back.
 """
 
 from dataclasses import dataclass
@@ -60,10 +62,20 @@ class AliasReader:
         return self._read[1].get(alias)
 
 
+def open_pinned(store: LanceStore, alias: Alias):
+    """The alias's table, checked out at the version it pins."""
+    return store.open_embeddings_table(alias.model_version, alias.table_version)
+
+
 def switch_alias(
-    store: LanceStore, model_version: str, switched_by: str, now: datetime, alias: str = LIVE_ALIAS
+    store: LanceStore,
+    model_version: str,
+    table_version: int,
+    switched_by: str,
+    now: datetime,
+    alias: str = LIVE_ALIAS,
 ) -> Alias:
-    table_version = store.open_embeddings_table(model_version).version
+    """Point `alias` at `table_version` of `model_version` (one the gates passed), in one commit."""
     row = Alias(alias, model_version, embeddings_table_name(model_version), table_version, now, switched_by)
     upsert(store.table("aliases"), pa.Table.from_pylist([vars(row)], schema=ALIASES_SCHEMA), on="alias")
     return row
@@ -84,10 +96,36 @@ def alias_history(store: LanceStore, alias: str = LIVE_ALIAS) -> list[Alias]:
     return history
 
 
+def previous_pin(store: LanceStore, alias: str = LIVE_ALIAS, model_version: str | None = None) -> Alias | None:
+    """The last state of `alias` on another model version than now (or on `model_version`): rollback's target."""
+    history = alias_history(store, alias)
+    return next(
+        (
+            entry
+            for entry in history[1:]
+            if entry.model_version != history[0].model_version
+            and (model_version is None or entry.model_version == model_version)
+        ),
+        None,
+    )
+
+
 def previous_version(store: LanceStore, alias: str = LIVE_ALIAS) -> str | None:
     """The version that was live before the current one."""
-    history = alias_history(store, alias)
-    return next((entry.model_version for entry in history[1:] if entry.model_version != history[0].model_version), None)
+    pin = previous_pin(store, alias)
+    return pin.model_version if pin else None
+
+
+def protected_table_versions(store: LanceStore, model_version: str) -> set[int]:
+    """Table versions of `model_version` that an alias pins now or pinned just before (rollback's target):
+    compaction and cleanup must keep them readable."""
+    if not store.has_table("aliases"):
+        return set()
+    pins = set()
+    for row in scan(store.table("aliases"), None, ["alias"]).to_pylist():
+        history = alias_history(store, row["alias"])[:2]
+        pins |= {entry.table_version for entry in history if entry.model_version == model_version}
+    return pins
 
 
 def ever_live(store: LanceStore, alias: str = LIVE_ALIAS) -> set[str]:

@@ -1,6 +1,6 @@
 """Parquet exports of a version's vectors with their provenance, for teams that read files.
 
-Written batch by batch from a pinned table version (memory stays flat whatever the table's
+Written batch by batch from the newest table version whose gates passed (memory stays flat whatever the table's
 size) as `<prefix>/<model_version>/YYYY-MM/batch-NNNN.parquet`, then a `manifest.json` naming
 exactly the files of this export: readers go by the manifest.
 """
@@ -14,6 +14,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedding_assets.core.gates import readable_table_version
 from embedding_assets.core.store import LanceStore, scan_batches
 
 BATCH_ROWS = 50_000
@@ -35,9 +36,12 @@ def export_version(
     now: datetime,
     batch_rows: int = BATCH_ROWS,
 ) -> ExportResult:
-    table = store.open_embeddings_table(model_version)
-    version = table.version
-    table.checkout(version)
+    version = readable_table_version(store, model_version)
+    if version is None:
+        raise ValueError(
+            f"{model_version} has no table version that passed its gates yet: materialize live_index, which checks it"
+        )
+    table = store.open_embeddings_table(model_version, version)
     base = f"{prefix.rstrip('/')}/{model_version}/{now:%Y-%m}"
     files, rows = [], 0
     for number, batch in enumerate(scan_batches(table, None, None, batch_rows)):

@@ -5,6 +5,7 @@ faster and exact. Scalar indexes serve the lookups the pipeline itself makes.
 """
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from lancedb.index import Bitmap, BTree, HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq
 
@@ -19,6 +20,9 @@ ROWS_PER_IVF_PARTITION = 4_096
 NPROBES = 10
 EF = 150
 REFINE_FACTOR = 5
+# Cleanup removes table versions older than this (LanceDB's own default) unless an alias needs them.
+DEFAULT_CLEANUP_AGE = timedelta(days=7)
+CLEANUP_MARGIN = timedelta(hours=1)
 
 
 def vector_query(table, vector, k: int):
@@ -49,9 +53,20 @@ def vector_index_type(table) -> str | None:
     return None
 
 
-def build_index(store: LanceStore, model_version: str, ann_min_rows: int, ann_index_type: str) -> IndexStats:
+def cleanup_horizon(table, protected: set[int], now: datetime) -> timedelta:
+    """How old a table version must be for cleanup to remove it: LanceDB's default week, stretched
+    so that every protected version (pinned by an alias, or rollback's target) is younger."""
+    written = [v["timestamp"] for v in table.list_versions() if v["version"] in protected]
+    ages = [now - (t if t.tzinfo else t.astimezone(timezone.utc)) for t in written]
+    return max([DEFAULT_CLEANUP_AGE, *(age + CLEANUP_MARGIN for age in ages)])
+
+
+def build_index(
+    store: LanceStore, model_version: str, ann_min_rows: int, ann_index_type: str, protected: set[int] = frozenset()
+) -> IndexStats:
+    """Compact, clean up and index; `protected` table versions stay readable whatever their age."""
     table = store.open_embeddings_table(model_version)
-    table.optimize()
+    table.optimize(cleanup_older_than=cleanup_horizon(table, protected, datetime.now(timezone.utc)))
     indexed = {column for index in table.list_indices() for column in index.columns}
     for column, index_config in SCALAR_INDEXES.items():
         if column not in indexed:

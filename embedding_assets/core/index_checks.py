@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedding_assets.core.documents import iter_texts_by_content, live_documents_with_modality
+from embedding_assets.core.documents import LIVE_DOCUMENTS, iter_texts_by_content, live_documents_with_modality
 from embedding_assets.core.embedding_run.plan import documents_for
 from embedding_assets.core.embedding_run.rows import expected_vector_count
 from embedding_assets.core.index_build import vector_index_type, vector_query
@@ -92,10 +92,10 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRo
     return ExpectedRows(rows, len(documents), model_faults, skipped)
 
 
-def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcome:
+def count_parity(store: LanceStore, spec: ModelSpec, token_spans, table_version: int | None = None) -> CheckOutcome:
     coverage = expected_rows(store, spec, token_spans)
     expected = coverage.rows
-    table = store.open_embeddings_table(spec.key)
+    table = store.open_embeddings_table(spec.key, table_version)
     rows = scan(table, None, ["id", "doc_id", "content_hash"])
     ids = Counter(rows.column("id").to_pylist())
     duplicates = {row_id for row_id, count in ids.items() if count > 1}
@@ -111,7 +111,14 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcom
     expected_total = sum(windows for _, windows in expected.values())
     refused_share = coverage.model_faults / coverage.live_documents if coverage.live_documents else 0.0
     passed = not (duplicates or orphans or missing or extra or stale) and refused_share <= MAX_QUARANTINED_SHARE
-    if not passed and refused_share > MAX_QUARANTINED_SHARE:
+    no_vectors = coverage.live_documents + coverage.skipped_modality > 0 and expected_total == 0
+    passed = passed and not no_vectors
+    if no_vectors:
+        description = (
+            f"no vectors for a corpus of {coverage.live_documents + coverage.skipped_modality} live documents: "
+            f"{coverage.skipped_modality} are of a modality {spec.key} does not embed"
+        )
+    elif not passed and refused_share > MAX_QUARANTINED_SHARE:
         faults, live = coverage.model_faults, coverage.live_documents
         description = f"the model botched the vectors of {faults} of {live} live documents"
     elif not passed:
@@ -142,8 +149,8 @@ def count_parity(store: LanceStore, spec: ModelSpec, token_spans) -> CheckOutcom
     )
 
 
-def single_model_version(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
-    table = store.open_embeddings_table(spec.key)
+def single_model_version(store: LanceStore, spec: ModelSpec, table_version: int | None = None) -> CheckOutcome:
+    table = store.open_embeddings_table(spec.key, table_version)
     seen = {column: set() for column in ("model_version", "model_id", "dim")}
     for batch in scan_batches(table, None, list(seen)):
         for column in seen:
@@ -163,8 +170,8 @@ def single_model_version(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
     )
 
 
-def vector_sanity(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
-    table = store.open_embeddings_table(spec.key)
+def vector_sanity(store: LanceStore, spec: ModelSpec, table_version: int | None = None) -> CheckOutcome:
+    table = store.open_embeddings_table(spec.key, table_version)
     table_dim = table.schema.field("vector").type.list_size
     rows = non_finite = zero = off_norm = 0
     norm_min, norm_max, norm_sum = float("inf"), 0.0, 0.0
@@ -183,12 +190,20 @@ def vector_sanity(store: LanceStore, spec: ModelSpec) -> CheckOutcome:
                 max(norm_max, norms.max()),
                 norm_sum + norms.sum(),
             )
-    passed = table_dim == spec.dim and not non_finite and not zero and not off_norm
+    # No vectors at all is no evidence of sanity: it fails whenever the corpus is not empty.
+    live = store.table("documents").count_rows(LIVE_DOCUMENTS)
+    passed = table_dim == spec.dim and not non_finite and not zero and not off_norm and (rows > 0 or live == 0)
+    if passed:
+        description = f"{rows:,} vectors of dim {table_dim}: finite, non-zero{', unit norm' if spec.normalize else ''}"
+    elif rows == 0:
+        description = f"0 vectors for {live:,} live documents: nothing to serve"
+    else:
+        description = (
+            f"dim {table_dim} (registry {spec.dim}), {non_finite} non-finite, {zero} zero, {off_norm} off unit norm"
+        )
     return CheckOutcome(
         passed,
-        f"{rows:,} vectors of dim {table_dim}: finite, non-zero{', unit norm' if spec.normalize else ''}"
-        if passed
-        else f"dim {table_dim} (registry {spec.dim}), {non_finite} non-finite, {zero} zero, {off_norm} off unit norm",
+        description,
         {
             "rows": rows,
             "dim": table_dim,
@@ -221,9 +236,14 @@ def recall_with_ties(found: list[float], exact: list[float], tolerance: float = 
 
 
 def ann_recall(
-    store: LanceStore, spec: ModelSpec, sample_size: int = 200, k: int = 10, minimum: float = 0.95
+    store: LanceStore,
+    spec: ModelSpec,
+    table_version: int | None = None,
+    sample_size: int = 200,
+    k: int = 10,
+    minimum: float = 0.95,
 ) -> CheckOutcome:
-    table = store.open_embeddings_table(spec.key)
+    table = store.open_embeddings_table(spec.key, table_version)
     index = vector_index_type(table)
     if index is None:
         return CheckOutcome(

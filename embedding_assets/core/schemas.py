@@ -68,12 +68,35 @@ ALIASES_SCHEMA = pa.schema(
         ("switched_by", pa.string()),
     ]
 )
+# One row per (model version, table version) whose blocking checks ran: what readers may open.
+GATE_VERDICTS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("model_version", pa.string()),
+        ("table_version", pa.int64()),
+        ("passed", pa.bool_()),
+        ("reasons", pa.string()),
+        ("checked_at", TIMESTAMP),
+    ]
+)
+# The evaluation set derived from the corpus, frozen with its provenance (see core/eval_sets.py).
+EVAL_QUERIES_SCHEMA = pa.schema(
+    [
+        ("set_id", pa.string()),
+        ("query", pa.string()),
+        ("relevant", pa.list_(pa.string())),
+        ("kind", pa.string()),
+        ("built_at", TIMESTAMP),
+    ]
+)
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
     "lsh_bands": LSH_BANDS_SCHEMA,
     "quarantine": QUARANTINE_SCHEMA,
     "aliases": ALIASES_SCHEMA,
+    "gate_verdicts": GATE_VERDICTS_SCHEMA,
+    "eval_queries": EVAL_QUERIES_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {

@@ -53,8 +53,12 @@ class LanceStore:
             return self.db.open_table(name)
         return self.db.create_table(name, schema=embeddings_schema(dim, settings), exist_ok=True)
 
-    def open_embeddings_table(self, model_version: str):
-        return self.db.open_table(embeddings_table_name(model_version))
+    def open_embeddings_table(self, model_version: str, table_version: int | None = None):
+        """The version's table at its latest version, or checked out at `table_version` (what readers pin)."""
+        table = self.db.open_table(embeddings_table_name(model_version))
+        if table_version is not None:
+            table.checkout(table_version)
+        return table
 
     def has_table(self, name: str) -> bool:
         return name in self.table_names()

@@ -77,6 +77,6 @@ def nearest_hits(
     return hits
 
 
-def search(store: LanceStore, model_version: str, encoder, query: str, k: int = 5) -> list[Hit]:
+def search(store: LanceStore, model_version: str, table_version: int, encoder, query: str, k: int = 5) -> list[Hit]:
     vector = encoder.encode_texts([query]).vectors[0]
-    return nearest_hits(store, store.open_embeddings_table(model_version), vector, k)
+    return nearest_hits(store, store.open_embeddings_table(model_version, table_version), vector, k)

@@ -20,11 +20,12 @@ from embedding_assets.cli.search import search_live, search_version
 from embedding_assets.core.corpus_sync import classify, document_content_hash, sync_corpus_shard
 from embedding_assets.core.dedup import dedup_shard
 from embedding_assets.core.embedding_run import embed_shard
+from embedding_assets.core.gates import check_table_version
 from embedding_assets.core.images import MAX_IMAGE_BYTES, find_image_problem, open_image
 from embedding_assets.core.index_checks import count_parity
 from embedding_assets.core.minhash import MinHasher
-from embedding_assets.core.sources.skimage_corpus import skimage_rows
 from embedding_assets.core.sources import SourceDocument, iter_source
+from embedding_assets.core.sources.skimage_corpus import skimage_rows
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan
 from embedding_assets.core.vector_search import nearest_documents, search
 from embedding_assets.definitions import build_definitions
@@ -184,7 +185,8 @@ def test_images_pairs_and_texts_are_embedded_and_every_check_passes(graph):
     checks = {check.name: check for check in report.checks}
     assert all(check.passed for name, check in checks.items() if name != "quarantine_check"), report.checks
     assert checks["quarantine_check"].verdict == "WARN" and "8 input(s)" in checks["quarantine_check"].description
-    assert report.live_version == CLIP_VERSION
+    # Every check of the table passes, but a model with random weights is never served.
+    assert report.live_version is None and "random weights" in report.live_error
     counts = report.per_version[CLIP_VERSION]
     # One call per distinct content: 25 pairs, 4 images, 1 text (the copies reuse their twins' vectors).
     assert counts["model_calls"] == 30 and counts["skipped_modality"] == 0
@@ -252,17 +254,24 @@ def test_a_caption_finds_its_pair_through_the_text_tower_and_the_image_finds_it_
     query = clip_encoder.encode_texts([caption]).vectors[0]
     # The stored caption row is the text tower's vector of the caption: the search vector, exactly.
     assert np.allclose(rows[f"{CHELSEA}#1"]["vector"], query, atol=1e-6)
-    hits = search(graph.store, CLIP_VERSION, clip_encoder, caption)
+    latest = graph.store.open_embeddings_table(CLIP_VERSION).version
+    hits = search(graph.store, CLIP_VERSION, latest, clip_encoder, caption)
     assert (hits[0].doc_id, hits[0].row_id, hits[0].modality) == (CHELSEA, f"{CHELSEA}#1", "pair")
     assert hits[0].score == pytest.approx(1.0, abs=1e-5) and hits[0].snippet == caption
-    assert [hit.doc_id for hit in search_version(graph.defs, CLIP_VERSION, caption)][:1] == [CHELSEA]
-    assert search_live(graph.defs, caption)[1][0].doc_id == CHELSEA
+    assert [hit.doc_id for hit in search_version(graph.defs, CLIP_VERSION, caption, table_version=latest)][:1] == [
+        CHELSEA
+    ]
+    # Readers see only versions that passed their gates: this one has random weights.
+    with pytest.raises(SystemExit, match="no table version that passed its gates"):
+        search_version(graph.defs, CLIP_VERSION, caption)
+    with pytest.raises(SystemExit, match="nothing is live"):
+        search_live(graph.defs, caption)
     image_vector = fixed_size_lists(
         scan(graph.store.open_embeddings_table(CLIP_VERSION), f"id = '{CHELSEA}#0'").column("vector")
     )[0]
     by_image = nearest_documents(graph.store.open_embeddings_table(CLIP_VERSION), image_vector, 3)
     assert (by_image[0]["doc_id"], by_image[0]["chunk"]) == (CHELSEA, 0)
-    texts = search(graph.store, CLIP_VERSION, clip_encoder, "Cats sleep for most of the day and hunt at dusk.")
+    texts = search(graph.store, CLIP_VERSION, latest, clip_encoder, "Cats sleep for most of the day and hunt at dusk.")
     assert (texts[0].doc_id, texts[0].modality) == ("note:cats", "text")
 
 
@@ -300,3 +309,25 @@ def test_a_text_model_beside_clip_skips_images_alone_and_says_how_many(
     assert "2 images without text skipped" in parity.description
     clip_parity = count_parity(store, clip_spec, clip_encoder.token_spans)
     assert clip_parity.passed and clip_parity.metadata["expected_rows"] == 2 * 2 + 2 + 1
+
+
+def test_a_text_model_on_photographs_alone_has_nothing_to_serve_and_fails_its_gates(
+    tmp_path, cache_dir, minilm_spec, minilm_encoder
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.png", "coffee.png", "moon.png"):
+        (folder / name).write_bytes(Path(skimage.data.data_dir, name).read_bytes())
+    store = LanceStore(str(tmp_path / "lance"))
+    shards = shard_partitions.get_partition_keys()
+    for shard in shards:
+        sync_corpus_shard(store, iter_source(str(folder), tmp_path, shard), shard, NOW)
+        dedup_shard(store, shard, MinHasher())
+    stats = [embed_shard(store, minilm_spec, lambda: minilm_encoder, shard, lambda: NOW) for shard in shards]
+    assert sum(s.skipped_modality for s in stats) == 3 and sum(s.model_calls for s in stats) == 0
+    verdict = check_table_version(
+        store, minilm_spec, minilm_encoder.token_spans, store.open_embeddings_table(minilm_spec.key).version
+    )
+    assert not verdict.passed
+    assert "0 vectors for 3 live documents" in verdict.outcomes["vector_sanity"].description
+    assert "no vectors for a corpus of 3 live documents" in verdict.outcomes["count_parity"].description

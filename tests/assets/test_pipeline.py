@@ -107,8 +107,9 @@ def test_provenance_says_how_each_vector_was_made(built, sample_records, minilm_
 def test_long_documents_are_windowed_and_found_once(built, minilm_encoder):
     windows = sorted(r for r in _table(built.store).column("id").to_pylist() if r.startswith("topic:assert"))
     assert len(windows) >= 2 and windows[0] == "topic:assert#0"
+    pinned = current_alias(built.store).table_version
     hits = search(
-        built.store, DEFAULT_VERSION, minilm_encoder, "The assert statement inserts debugging assertions", k=5
+        built.store, DEFAULT_VERSION, pinned, minilm_encoder, "The assert statement inserts debugging assertions", k=5
     )
     assert hits[0].doc_id == "topic:assert"
     assert len({hit.doc_id for hit in hits}) == len(hits)

@@ -1,21 +1,56 @@
-from embedding_assets.core.evaluation import EVAL_SET_PATH, EvalQuery, build_eval_set, evaluate_retrieval, load_eval_set
+from datetime import datetime, timedelta, timezone
+
+from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.eval_sets import derive_eval_set, eval_set_for_corpus
+from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval
+from embedding_assets.core.promotion import QualityComparison
+from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.sources import SourceDocument
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def test_the_shipped_evaluation_set_is_exactly_what_the_build_gives(stdlib_table):
-    shipped = load_eval_set(EVAL_SET_PATH)
-    assert shipped == build_eval_set(stdlib_table)
-    assert len(shipped) == 300
-    ids = set(stdlib_table.column("id").to_pylist())
-    assert all(query.relevant and set(query.relevant) <= ids for query in shipped)
-    assert len({query.query for query in shipped}) == 300
+def _sync(store, documents: list[SourceDocument]) -> None:
+    for shard in {shard_of(document.doc_id) for document in documents} | {"000"}:
+        sync_corpus_shard(store, [d for d in documents if shard_of(d.doc_id) == shard], shard, NOW)
+
+
+def test_the_derived_set_asks_by_title_or_by_a_held_out_sentence_never_the_first(store, sample_records):
+    documents = [SourceDocument(r["id"], r["text"], r["title"], "test") for r in sample_records[:60]]
+    # Files whose title is their own name: the query is a sentence held out of the body.
+    body = "Parsing starts here. The tokenizer splits every line into words and numbers. It then stops."
+    documents.append(SourceDocument("notes/parsing.txt", body, "parsing", "test"))
+    _sync(store, documents)
+    derived = dict((query.query, (query, kind)) for query, kind in derive_eval_set(store, size=200))
+    assert derived["The tokenizer splits every line into words and numbers."][0].relevant == ("notes/parsing.txt",)
+    assert "Parsing starts here." not in derived
+    titled = {r["title"]: r["id"] for r in sample_records[:60]}
+    by_title = [(query, kind) for query, kind in derived.values() if kind == "title"]
+    assert len(by_title) >= 50 and all(titled[query.query] in query.relevant for query, _ in by_title)
+
+
+def test_the_set_is_frozen_once_per_corpus_and_a_given_set_is_used_only_while_it_covers_it(store, sample_records):
+    first = [SourceDocument(r["id"], r["text"], r["title"], "test") for r in sample_records[:40]]
+    _sync(store, first)
+    frozen = eval_set_for_corpus(store, None, "", NOW)
+    assert frozen.queries and "derived from the corpus" in frozen.provenance
+    # More documents arrive: the same frozen queries, so versions are compared on one set.
+    _sync(store, first + [SourceDocument(r["id"], r["text"], r["title"], "test") for r in sample_records[40:60]])
+    assert eval_set_for_corpus(store, None, "", NOW + timedelta(hours=1)) == frozen
+    # A set given by the user that covers the corpus wins; one about other documents does not.
+    given = [EvalQuery("anything", (first[0].doc_id,))]
+    assert eval_set_for_corpus(store, given, "mine.jsonl", NOW).queries == given
+    assert eval_set_for_corpus(store, [EvalQuery("x", ("not-here",))], "other.jsonl", NOW) == frozen
+
+
+def test_an_unmeasured_quality_gate_fails_closed():
+    unmeasured = QualityComparison(RetrievalScore(0.0, 0.0, 0, 12), None, 0.02)
+    assert not unmeasured.passed and "fails closed" in unmeasured.describe()
+    assert QualityComparison(RetrievalScore(0.5, 0.4, 10, 0), None, 0.02).passed
 
 
 def test_recall_and_mrr_count_only_queries_whose_documents_are_in_the_corpus(store, minilm_encoder, minilm_spec):
-    from datetime import datetime, timezone
-
-    from embedding_assets.core.corpus_sync import sync_corpus_shard
     from embedding_assets.core.embedding_run import embed_shard
-    from embedding_assets.core.sources import SourceDocument
 
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     texts = {

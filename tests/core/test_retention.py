@@ -26,7 +26,7 @@ def test_alias_history_and_previous_version(store):
         store.embeddings_table(version, 4)
     assert previous_version(store) is None
     for step, version in enumerate(["a", "b", "b", "c"]):
-        switch_alias(store, version, "test", T0 + timedelta(minutes=step))
+        switch_alias(store, version, 1, "test", T0 + timedelta(minutes=step))
     assert current_alias(store).model_version == "c"
     assert [entry.model_version for entry in alias_history(store)] == ["c", "b", "b", "a"]
     assert previous_version(store) == "b"
@@ -35,8 +35,8 @@ def test_alias_history_and_previous_version(store):
 def test_retention_keeps_live_previous_registered_and_the_newest_retired(store):
     for version in ("old-1", "old-2", "old-3", "prev", "live", "candidate"):
         store.embeddings_table(version, 4)
-    switch_alias(store, "prev", "test", T0)
-    switch_alias(store, "live", "test", T0 + timedelta(minutes=1))
+    switch_alias(store, "prev", 1, "test", T0)
+    switch_alias(store, "live", 1, "test", T0 + timedelta(minutes=1))
     registry = _registry("live", "candidate")
     result = apply_retention(store, registry, keep=1)
     assert result.dropped == ["old-1", "old-2"]
@@ -49,7 +49,7 @@ def test_retention_keeps_live_previous_registered_and_the_newest_retired(store):
 def test_retention_never_drops_a_version_the_registry_names_even_when_its_entry_is_invalid(store):
     for version in ("live", "minilm-typo", "2024", "retired"):
         store.embeddings_table(version, 4)
-    switch_alias(store, "live", "test", T0)
+    switch_alias(store, "live", 1, "test", T0)
     first = yaml.safe_load(MODELS_YAML.read_text())["versions"][0]
     # A misspelled field, and a key YAML reads as a number: both entries are invalid, both name a version.
     registry = parse_registry({"versions": [{**first, "key": "minilm-typo", "dimm": 384}, {**first, "key": 2024}]})
@@ -61,7 +61,7 @@ def test_retention_never_drops_a_version_the_registry_names_even_when_its_entry_
 def test_retention_drops_nothing_while_an_entry_names_no_key(store):
     for version in ("live", "retired"):
         store.embeddings_table(version, 4)
-    switch_alias(store, "live", "test", T0)
+    switch_alias(store, "live", 1, "test", T0)
     registry = parse_registry({"versions": [{"kye": "retired", "backend": "sentence-transformers"}]})
     assert registry.unnamed_entries == 1
     assert apply_retention(store, registry, keep=0).dropped == []

@@ -131,7 +131,7 @@ def test_the_live_version_cannot_be_removed_and_settings_cannot_change_under_a_k
     defs, instance, registry, store = setup
     first = Tick(defs, instance)
     store.embeddings_table("minilm-l6-v1", 384)
-    switch_alias(store, "minilm-l6-v1", "test", datetime.now(timezone.utc))
+    switch_alias(store, "minilm-l6-v1", 1, "test", datetime.now(timezone.utc))
 
     _write_registry(registry, [{**_first_entry(), "max_tokens": 128}])
     changed = Tick(defs, instance, first.cursor)

@@ -1,16 +1,12 @@
 """A real uvicorn server on 127.0.0.1 in a background thread, for tests and benchmarks."""
 
-import socket
 import threading
 import time
 
+import httpx
 import uvicorn
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.private_services import free_port
 
 
 class RunningServer:
@@ -32,3 +28,10 @@ class RunningServer:
     def __exit__(self, *_exc) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the API never became ready"
+        time.sleep(0.2)

@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import shutil
-import time
 import uuid
 
 import httpx
@@ -12,18 +10,16 @@ import openai
 import pytest
 import redis
 import yaml
-from dagster import instance_for_test
 
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.aliases import current_alias
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan
-from embedding_assets.definitions import build_definitions
 from gpu_ops.hosted_encoder import HostedEncoder
 from gpu_ops.registry import ModelSpec
 from serving.app import create_app
 from serving.settings import SECONDS_PER_DAY, ServingSettings
-from tests.builders import DEFAULT_VERSION, MODELS_YAML, make_resources, write_jsonl
-from tests.serving.serving_server import RunningServer
+from tests.builders import DEFAULT_VERSION
+from tests.serving.serving_server import RunningServer, wait_ready
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 API_KEY = "test-key"
@@ -41,31 +37,11 @@ def redis_prefix():
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, sample_records, cache_dir):
-    root = tmp_path_factory.mktemp("serving")
-    registry_path = root / "models.yaml"
-    shutil.copy(MODELS_YAML, registry_path)
-    corpus = write_jsonl(root / "corpus.jsonl", sample_records[:80])
-    resources = make_resources(str(corpus), str(root / "lance"), cache_dir, registry_path)
-    defs = build_definitions(resources)
-    with instance_for_test() as instance:
-        assert run_pipeline(defs, instance, say=lambda _: None).live_version == DEFAULT_VERSION
-        yield {"root": root, "defs": defs, "instance": instance, "resources": resources, "registry": registry_path}
-
-
-@pytest.fixture(scope="module")
 def server(deployment, redis_prefix):
     settings = ServingSettings(redis_url=REDIS_URL, redis_prefix=redis_prefix, api_keys=(API_KEY,), batch_window_ms=5)
     with RunningServer(create_app(settings, deployment["resources"])) as running:
-        _wait_ready(running.url)
+        wait_ready(running.url)
         yield running
-
-
-def _wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{url}/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the API never became ready"
-        time.sleep(0.2)
 
 
 def _post(server, path: str, body, key: str = API_KEY, **kwargs) -> httpx.Response:
@@ -140,7 +116,7 @@ def test_a_concurrent_burst_shares_model_calls(server):
     assert 1 <= calls < len(texts) / 2, f"{len(texts)} requests took {calls} model calls"
 
 
-def test_a_repeated_text_is_served_from_redis(server, redis_prefix):
+def test_a_repeated_text_is_served_from_the_cache_and_kept_in_redis(server, redis_prefix):
     text = f"cache probe {uuid.uuid4().hex}: how do I read a file line by line?"
     first = _post(server, "/v1/embeddings", {"model": "live", "input": text}).json()
     stats = _stats(server)
@@ -270,7 +246,7 @@ def test_an_alias_switch_and_a_rollback_are_followed_without_a_restart(server, d
     loading = _post(server, "/v1/embeddings", query)
     assert loading.status_code == 503 and loading.json()["error"]["code"] == "model_loading"
     assert int(loading.headers["Retry-After"]) >= 1
-    _wait_ready(server.url)
+    wait_ready(server.url)
     served = _post(server, "/v1/embeddings", query).json()
     assert served["model"] == SECOND_VERSION
     assert _post(server, "/v1/search", {"query": query["input"]}).json()["model"] == SECOND_VERSION

@@ -10,11 +10,14 @@ import pytest
 import redis.asyncio as redis
 
 from serving.batcher import Encoded, MicroBatcher
-from serving.cache import LRUVectorCache, RedisVectorCache, decode_entry, encode_entry
+from serving.cache import LRUVectorCache, RedisVectorCache, TieredVectorCache, decode_entry, encode_entry
 from serving.errors import APIError
+from serving.metrics import ServingMetrics
 from serving.models import encode_for_serving
 from serving.rate_limit import LocalRateLimiter, RedisRateLimiter
+from serving.redis_link import RedisLink, connect
 from serving.search_api import metadata_filter
+from tests.private_services import free_port
 
 
 class SlowEncoder:
@@ -119,6 +122,43 @@ def test_redis_cache_and_sliding_window_on_the_real_server():
     assert found[0].tokens == 3 and list(found[0].vector) == [0, 1, 2, 3] and found[1] is None
     assert 55 < ttl <= 60
     assert first == [True, True, False] and 0 < waited <= 1.0 and later
+
+
+def test_the_tiered_cache_reads_redis_behind_its_local_tier_and_carries_on_without_redis():
+    entry = Encoded(np.arange(4, dtype=np.float32), 3)
+
+    async def shared(prefix: str):
+        link = RedisLink(connect("redis://127.0.0.1:6379/0", timeout_s=0.2), ServingMetrics())
+        # Written by another server: this one's local tier is empty.
+        await RedisVectorCache(link.client, ttl_s=60).set_many({f"{prefix}:v": entry})
+        cache = TieredVectorCache(LRUVectorCache(10), RedisVectorCache(link.client, ttl_s=60), link)
+        found = await cache.get_many([f"{prefix}:v", f"{prefix}:missing"])
+        await link.client.delete(f"{prefix}:v")
+        again = await cache.get_many([f"{prefix}:v"])
+        await link.close()
+        return found, again
+
+    async def unreachable(metrics: ServingMetrics):
+        link = RedisLink(connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2), metrics)
+        cache = TieredVectorCache(LRUVectorCache(10), RedisVectorCache(link.client, ttl_s=60), link)
+        await cache.set_many({"k": entry})
+        found = await cache.get_many(["k", "other"])
+        up = link.up
+        await link.close()
+        return found, up
+
+    found, again = asyncio.run(shared(f"embedding-api-parts-{time.time_ns()}"))
+    assert found[0].tokens == 3 and list(found[0].vector) == [0, 1, 2, 3] and found[1] is None
+    assert again[0] is not None  # kept by the local tier once read
+    metrics = ServingMetrics()
+    started = time.monotonic()
+    found, up = asyncio.run(unreachable(metrics))
+    assert time.monotonic() - started < 1.0 and not up
+    assert found[0].tokens == 3 and found[1] is None
+    # One failure marks Redis down; later operations skip it until the probe finds it back.
+    errors = metrics.registry.get_sample_value
+    assert errors("embedding_api_redis_errors_total", {"operation": "cache_set"}) == 1
+    assert errors("embedding_api_redis_errors_total", {"operation": "cache_get"}) is None
 
 
 def test_the_local_sliding_window():
