@@ -221,7 +221,7 @@ print(json.dumps([[type(r).__name__, r.__dict__] for r in iter_source(sys.argv[1
 """
 
 
-def test_an_unreadable_subfolder_is_reported_and_deletes_nothing(tmp_path, store):
+def test_an_unreadable_subfolder_or_file_is_reported_and_deletes_nothing(tmp_path, store):
     """Root reads everything, so the source is read by `nobody`, as a pipeline user without the rights would."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to read the folder as an unprivileged user")
@@ -236,6 +236,7 @@ def test_an_unreadable_subfolder_is_reported_and_deletes_nothing(tmp_path, store
         _sync_every_shard(store, str(docs), tmp_path, T1)
         live_before = _live(store)
         assert len(live_before) == len(DOCS)
+        (docs / "doc-0.txt").chmod(0o600)
 
         read = subprocess.run(
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", READ_AS_NOBODY]
@@ -249,14 +250,18 @@ def test_an_unreadable_subfolder_is_reported_and_deletes_nothing(tmp_path, store
         records = [kinds[kind](**fields) for kind, fields in json.loads(read.stdout)]
     finally:
         shutil.rmtree(docs)
-    rejection = next(r for r in records if isinstance(r, SourceRejection))
-    assert (rejection.doc_id, rejection.reason, rejection.whole_source) == ("private", "unreadable_directory", True)
-    assert "Permission denied" in rejection.detail
-    assert len([r for r in records if isinstance(r, SourceDocument)]) == len(DOCS) // 2
+    rejections = [r for r in records if isinstance(r, SourceRejection)]
+    assert [(r.doc_id, r.reason, r.whole_source) for r in rejections] == [
+        ("private", "unreadable_directory", True),
+        ("doc-0.txt", "unreadable_file", True),
+    ]
+    assert all("Permission denied" in r.detail and "make it readable" in r.detail for r in rejections)
+    assert len([r for r in records if isinstance(r, SourceDocument)]) == len(DOCS) // 2 - 1
 
     stats = [sync_corpus_shard(store, _of_shard(records, shard), shard, T2) for shard in shard_keys()]
     _assert_nothing_deleted(stats, store, live_before, "unreadable_directory")
     assert _quarantine(store)["private"]["reason"] == "unreadable_directory"
+    assert _quarantine(store)["doc-0.txt"]["reason"] == "unreadable_file"
 
 
 def test_an_s3_listing_error_or_an_empty_prefix_fails_before_any_write(bucket, tmp_path):
