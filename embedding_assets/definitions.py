@@ -1,7 +1,7 @@
 """The one `Definitions` of the project: wiring only.
 
 Resources come from `resources.deployments`, picked by `DAGSTER_DEPLOYMENT` (`local` by default,
-`prod` for EnvVar settings); assets, checks, jobs and sensors from the modules that define them.
+`prod` for EnvVar settings); assets, checks, jobs, schedules and sensors from the modules that define them.
 """
 
 import os
@@ -14,7 +14,7 @@ from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
 from embedding_assets.export import parquet_export
 from embedding_assets.index import lance_index, live_index
-from embedding_assets.jobs import all_jobs
+from embedding_assets.jobs import all_jobs, retained_gc_schedule
 from gpu_ops.launch import GpuLaunchSettings
 from resources.deployments import resources_for_deployment
 from sensors.automation import build_automation_sensors
@@ -28,6 +28,7 @@ def build_definitions(resources: dict) -> Definitions:
         assets=[corpus, dedup_signatures, embeddings, lance_index, live_index, parquet_export],
         asset_checks=index_checks,
         jobs=all_jobs,
+        schedules=[retained_gc_schedule],
         sensors=[model_registry_sensor, corpus_change_sensor, *build_automation_sensors(GpuLaunchSettings.from_env())],
         resources=resources,
     )

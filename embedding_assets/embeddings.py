@@ -59,7 +59,8 @@ def embeddings(
         context.log.info(f"{model_version} embeds text only: {stats.skipped_modality} images without text skipped")
     context.log.info(
         f"{model_version} shard {shard}: {stats.model_calls} model calls, {stats.vectors_written} vectors written, "
-        f"{stats.up_to_date} up to date, {stats.quarantined} quarantined"
+        f"{stats.up_to_date} up to date, {stats.restored} restored from retained vectors, "
+        f"{stats.rows_retained} rows retained, {stats.quarantined} quarantined"
     )
     table = store.open_embeddings_table(model_version)
     return MaterializeResult(
@@ -78,6 +79,9 @@ def embeddings(
             "reused_exact_dup": stats.reused["exact_dup"],
             "reused_near_dup": stats.reused["near_dup"],
             "rows_deleted": stats.rows_deleted,
+            # Deleted or changed content's rows kept for the retention window, and documents brought back from them.
+            "rows_retained": stats.rows_retained,
+            "restored_from_retained": stats.restored,
             "quarantined": stats.quarantined,
             "quarantine_reasons": dict(stats.quarantine_reasons),
             "docs_per_second": round(stats.docs_per_second, 1),

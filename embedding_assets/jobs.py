@@ -1,10 +1,11 @@
 """Every job of the project, as objects: sensors, the command-line tools and `definitions.py` use these.
 
 One job per stage runs one partition of it (the UI launches and backfills them); rollback and
-retention act on the live alias outside the asset graph.
+retention act on the live alias outside the asset graph, and the garbage collection of retained
+vectors runs daily on its schedule.
 """
 
-from dagster import AssetSelection, define_asset_job, job
+from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job, job
 
 from embedding_assets.alias_ops import drop_retired_tables, switch_live_alias_back
 from embedding_assets.corpus import corpus
@@ -12,6 +13,7 @@ from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
 from embedding_assets.export import parquet_export
 from embedding_assets.index import lance_index, live_index
+from embedding_assets.retained_gc import drop_expired_retained_vectors
 
 corpus_job = define_asset_job("corpus_job", selection=AssetSelection.assets(corpus))
 dedup_job = define_asset_job("dedup_job", selection=AssetSelection.assets(dedup_signatures))
@@ -31,4 +33,26 @@ def retention_job():
     drop_retired_tables()
 
 
-all_jobs = [corpus_job, dedup_job, embed_job, index_job, live_index_job, export_job, rollback_job, retention_job]
+@job(description="Drop retained vectors of deleted or changed content older than the retention window.")
+def retained_gc_job():
+    drop_expired_retained_vectors()
+
+
+all_jobs = [
+    corpus_job,
+    dedup_job,
+    embed_job,
+    index_job,
+    live_index_job,
+    export_job,
+    rollback_job,
+    retention_job,
+    retained_gc_job,
+]
+# Daily at 03:00 UTC: the window is counted in days, so once a day keeps the table within a day of it.
+retained_gc_schedule = ScheduleDefinition(
+    job=retained_gc_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+)

@@ -11,6 +11,7 @@ from pathlib import Path
 from dagster import EnvVar
 from dagster_aws.s3 import S3Resource
 
+from embedding_assets.core.retained import DEFAULT_RETENTION_DAYS
 from embedding_assets.core.sources import EMBEDDED_CORPORA
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
@@ -59,6 +60,7 @@ def local_resources(
             aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""),
             aws_region=os.environ.get("AWS_REGION", ""),
             aws_allow_http=_flag("AWS_ALLOW_HTTP"),
+            retained_vector_days=int(os.environ.get("RETAINED_VECTOR_DAYS", str(DEFAULT_RETENTION_DAYS))),
         ),
         "corpus_source": CorpusSourceResource(
             uri=corpus_uri, cache_dir=str(cache_dir), s3=s3, **_mass_delete_settings()
@@ -96,6 +98,7 @@ def prod_resources() -> dict:
             aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""),
             aws_region=EnvVar("AWS_REGION"),
             aws_allow_http=_flag("AWS_ALLOW_HTTP"),
+            retained_vector_days=EnvVar.int("RETAINED_VECTOR_DAYS"),
         ),
         "corpus_source": CorpusSourceResource(
             uri=EnvVar("CORPUS_URI"),

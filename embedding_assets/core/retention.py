@@ -4,11 +4,14 @@ Never the live or the previous version (rollback needs it), never a version the 
 names, valid or not (it may be a candidate being backfilled, a rollback target, or an entry with a
 typo that is about to be fixed); of the retired rest, the `keep` most recently written stay. A
 registry with an entry whose key cannot be read at all drops nothing: that entry may mean any version.
+A dropped version's retained table (`core.retained`) goes with it; `retained__*` tables are not
+versions (only EMBEDDINGS_TABLE_PREFIX names one).
 """
 
 from dataclasses import dataclass
 
 from embedding_assets.core.aliases import current_alias, previous_version
+from embedding_assets.core.retained import drop_retained_table
 from embedding_assets.core.schemas import EMBEDDINGS_TABLE_PREFIX, embeddings_table_name
 from embedding_assets.core.store import LanceStore
 from gpu_ops.registry import ModelRegistry
@@ -35,4 +38,6 @@ def apply_retention(store: LanceStore, registry: ModelRegistry, keep: int) -> Re
     retired.sort(key=lambda v: (last_written[v], v), reverse=True)
     for version in retired[keep:]:
         store.db.drop_table(embeddings_table_name(version))
+        # Its kept vectors of deleted content serve no table any more.
+        drop_retained_table(store, version)
     return RetentionResult(kept=sorted(set(versions) - set(retired[keep:])), dropped=sorted(retired[keep:]))

@@ -2,7 +2,9 @@
 
 One LanceDB database holds them all (a directory or an `s3://` URI): `documents`, `signatures`,
 `lsh_bands`, `quarantine` and `aliases` are fixed; each model version writes its own
-`embeddings__<version>` table, so two versions never mix in one table.
+`embeddings__<version>` table, so two versions never mix in one table. Vectors of content a
+version's table no longer holds wait in `retained__<version>` (see `core.retained`): readers never
+open it, and nothing that lists version tables by EMBEDDINGS_TABLE_PREFIX can mistake it for one.
 """
 
 import json
@@ -13,6 +15,7 @@ from embedding_assets.core.minhash import NUM_PERM
 
 # A version's table is this prefix and its key (a slug: LanceDB names allow no `@`).
 EMBEDDINGS_TABLE_PREFIX = "embeddings__"
+RETAINED_TABLE_PREFIX = "retained__"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -138,5 +141,18 @@ def recorded_model_settings(schema: pa.Schema) -> dict | None:
     return json.loads(recorded) if recorded else None
 
 
+def retained_schema(dim: int) -> pa.Schema:
+    """A version's rows as they left its table, stamped with when: the garbage collection's clock.
+
+    `id` is `<origin_hash>#<chunk>` here, not the document's row id: a content is kept once,
+    whichever documents carried it, and keeping it again overwrites it.
+    """
+    return embeddings_schema(dim).append(pa.field("retained_at", TIMESTAMP))
+
+
 def embeddings_table_name(model_version: str) -> str:
     return f"{EMBEDDINGS_TABLE_PREFIX}{model_version}"
+
+
+def retained_table_name(model_version: str) -> str:
+    return f"{RETAINED_TABLE_PREFIX}{model_version}"

@@ -64,24 +64,33 @@ class LanceStore:
         return name in self.table_names()
 
     def ensure_lookup_indexes(self) -> list[str]:
-        """Create the missing scalar indexes of LOOKUP_INDEXES; returns what it created.
+        """Create the missing scalar indexes of LOOKUP_INDEXES; returns what it created (`table.column`)."""
+        return [
+            f"{name}.{column}"
+            for name, columns in LOOKUP_INDEXES.items()
+            for column in ensure_btree_indexes(self.table(name), columns)
+        ]
 
-        Best effort: shards running at once may race to create the same index, and the loser's
-        lookups simply scan until the next run.
-        """
-        created = []
-        for name, columns in LOOKUP_INDEXES.items():
-            table = self.table(name)
-            indexed = {column for index in table.list_indices() for column in index.columns}
-            for column in columns:
-                if column in indexed or not table.count_rows():
-                    continue
-                try:
-                    table.create_index(column, config=BTree())
-                    created.append(f"{name}.{column}")
-                except (RuntimeError, OSError, ValueError):
-                    continue
-        return created
+
+def ensure_btree_indexes(table, columns: Iterable[str]) -> list[str]:
+    """Create the missing BTree indexes on `columns` of a table that has rows; returns the columns indexed.
+
+    Best effort: runs at once may race to create the same index, and the loser's lookups scan
+    until a later call creates it.
+    """
+    if not table.count_rows():
+        return []
+    indexed = {column for index in table.list_indices() for column in index.columns}
+    created = []
+    for column in columns:
+        if column in indexed:
+            continue
+        try:
+            table.create_index(column, config=BTree())
+            created.append(column)
+        except (RuntimeError, OSError, ValueError):
+            continue
+    return created
 
 
 def fixed_size_lists(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -3,83 +3,32 @@
 Both drive the real `dagster asset materialize` CLI in child processes on a shared instance.
 """
 
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance
 
 from embedding_assets.core.index_checks import count_parity
 from embedding_assets.core.sharding import shard_of
-from embedding_assets.core.store import LanceStore, scan
-from embedding_assets.definitions import build_definitions
+from embedding_assets.core.store import scan
 from partitions import embedding_partition_key, shard_partitions
-from resources.deployments import PROJECT_ROOT
-from tests.builders import DEFAULT_VERSION, make_resources, write_jsonl
+from tests.assets.child_runs import Deployment
+from tests.builders import DEFAULT_VERSION
 
 SHARD = "000"
 
 
-class Deployment:
-    """A Dagster home, a corpus and a store, usable in-process and from child processes."""
+def _embed(deployment, shard, commit_group=256):
+    config = {"ops": {"embeddings": {"config": {"commit_group_contents": commit_group}}}}
+    result = deployment.run("embed_job", embedding_partition_key(DEFAULT_VERSION, shard), config)
+    return {k: v.value for k, v in result.asset_materializations_for_node("embeddings")[0].metadata.items()}
 
-    def __init__(self, root, records, cache_dir):
-        self.home = root / "dagster_home"
-        self.home.mkdir(parents=True)
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", self.home / "dagster.yaml")
-        self.corpus = write_jsonl(root / "corpus.jsonl", records)
-        self.lance = root / "lance"
-        self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(self.home),
-            "CORPUS_URI": str(self.corpus),
-            "EMBEDDINGS_URI": str(self.lance),
-            "EMBEDDINGS_DATA_DIR": str(cache_dir.parent),
-            "HF_HUB_OFFLINE": "1",
-        }
-        self.defs = build_definitions(make_resources(str(self.corpus), str(self.lance), cache_dir))
-        self.instance = DagsterInstance.from_config(str(self.home))
-        self.instance.add_dynamic_partitions("model_versions", [DEFAULT_VERSION])
-        self.store = LanceStore(str(self.lance))
 
-    def ingest(self, shards):
-        for job in ("corpus_job", "dedup_job"):
-            for shard in shards:
-                assert (
-                    self.defs.resolve_job_def(job)
-                    .execute_in_process(partition_key=shard, instance=self.instance)
-                    .success
-                )
-
-    def embed(self, shard, commit_group=256):
-        config = {"ops": {"embeddings": {"config": {"commit_group_contents": commit_group}}}}
-        result = self.defs.resolve_job_def("embed_job").execute_in_process(
-            partition_key=embedding_partition_key(DEFAULT_VERSION, shard), instance=self.instance, run_config=config
-        )
-        return {k: v.value for k, v in result.asset_materializations_for_node("embeddings")[0].metadata.items()}
-
-    def materialize_in_child(self, shard, commit_group=256):
-        config = {"ops": {"embeddings": {"config": {"commit_group_contents": commit_group}}}}
-        command = [
-            sys.executable, "-m", "dagster", "asset", "materialize", "-m", "embedding_assets.definitions",
-            "--select", "embeddings", "--partition", f"{DEFAULT_VERSION}|{shard}", "--config-json", json.dumps(config),
-        ]  # fmt: skip
-        return subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def rows(self):
-        columns = ["id", "content_hash", "origin", "origin_hash", "vector"]
-        return {
-            row["id"]: row for row in scan(self.store.open_embeddings_table(DEFAULT_VERSION), None, columns).to_pylist()
-        }
+def _embed_in_child(deployment, shard, commit_group=256):
+    config = {"ops": {"embeddings": {"config": {"commit_group_contents": commit_group}}}}
+    return deployment.materialize_in_child("embeddings", f"{DEFAULT_VERSION}|{shard}", config)
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +44,11 @@ def test_a_run_killed_mid_shard_resumes_to_the_same_table(
 ):
     reference = Deployment(tmp_path / "reference", one_shard_records, cache_dir)
     reference.ingest([SHARD])
-    uninterrupted = reference.embed(SHARD)
+    uninterrupted = _embed(reference, SHARD)
 
     crashed = Deployment(tmp_path / "crashed", one_shard_records, cache_dir)
     crashed.ingest([SHARD])
-    child = crashed.materialize_in_child(SHARD, commit_group=5)
+    child = _embed_in_child(crashed, SHARD, commit_group=5)
     deadline = time.monotonic() + 300
     committed = 0
     while time.monotonic() < deadline and child.poll() is None:
@@ -114,7 +63,7 @@ def test_a_run_killed_mid_shard_resumes_to_the_same_table(
     committed = crashed.store.open_embeddings_table(DEFAULT_VERSION).count_rows()
     assert 0 < committed < uninterrupted["vectors_written"]
 
-    resumed = crashed.embed(SHARD, commit_group=5)
+    resumed = _embed(crashed, SHARD, commit_group=5)
     # Only what was not committed reaches the model: committed documents are up to date.
     assert resumed["up_to_date"] > 0
     assert resumed["model_calls"] == uninterrupted["model_calls"] - resumed["up_to_date"]
@@ -132,11 +81,11 @@ def test_four_shards_embedding_at_once_lose_nothing(tmp_path, sample_records, ca
     deployment = Deployment(tmp_path, sample_records, cache_dir)
     shards = shard_partitions.get_partition_keys()
     deployment.ingest(shards)
-    children = [deployment.materialize_in_child(shard, commit_group=3) for shard in shards[:4]]
+    children = [_embed_in_child(deployment, shard, commit_group=3) for shard in shards[:4]]
     outputs = [child.communicate(timeout=600)[0].decode() for child in children]
     assert [child.returncode for child in children] == [0, 0, 0, 0], "\n".join(o[-1500:] for o in outputs)
     for shard in shards[4:]:
-        deployment.embed(shard)
+        _embed(deployment, shard)
     ids = scan(deployment.store.open_embeddings_table(DEFAULT_VERSION), None, ["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids))
     parity = count_parity(deployment.store, minilm_spec, minilm_encoder.token_spans)

@@ -36,6 +36,10 @@ def test_definitions_load_with_every_asset_check_and_job():
         "rollback_job",
         "retention_job",
         "export_job",
+        "retained_gc_job",
+    }
+    assert {(schedule.job_name, schedule.cron_schedule) for schedule in defs.schedules} == {
+        ("retained_gc_job", "0 3 * * *")
     }
     sensors = {sensor.name for sensor in defs.sensors}
     assert sensors == {

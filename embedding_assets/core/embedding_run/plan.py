@@ -41,6 +41,9 @@ class EmbeddingPlan:
     existing_ids: dict[str, set[str]]
     # Documents with rows in the table that are no longer live (or no longer embedded by the version).
     orphans: tuple[str, ...]
+    # Documents whose rows embed a content they will no longer carry (the orphans among them): the
+    # run keeps those rows in the retained table before it deletes or overwrites them.
+    superseded: tuple[str, ...]
 
 
 def documents_for(spec: ModelSpec, documents: dict[str, tuple[str, str]]) -> tuple[dict[str, str], int]:
@@ -73,7 +76,7 @@ def plan_shard(store: LanceStore, spec: ModelSpec, table, shard: str) -> Embeddi
         rows_by_doc.setdefault(row["doc_id"], []).append(row)
     quarantine = quarantined(store, "embed", shard, spec.key)
 
-    todo, held, up_to_date, undeduplicated = [], [], 0, 0
+    todo, held, up_to_date, undeduplicated, superseded = [], [], 0, 0, []
     for doc_id, content in sorted(documents.items()):
         signature = signatures.get(doc_id)
         if signature is None or signature["content_hash"] != content:
@@ -81,12 +84,15 @@ def plan_shard(store: LanceStore, spec: ModelSpec, table, shard: str) -> Embeddi
             planned = PlannedDocument(doc_id, content, content, "self")
         else:
             planned = PlannedDocument(doc_id, content, signature["representative_hash"], signature["dup_kind"])
+        if any(row["origin_hash"] != planned.representative_hash for row in rows_by_doc.get(doc_id, [])):
+            superseded.append(doc_id)
         if doc_id in quarantine and quarantine[doc_id].content_hash == content:
             held.append(quarantine[doc_id])
         elif _up_to_date(planned, rows_by_doc.get(doc_id, [])):
             up_to_date += 1
         else:
             todo.append(planned)
+    orphans = tuple(doc_id for doc_id in rows_by_doc if doc_id not in documents)
     return EmbeddingPlan(
         documents=len(documents),
         todo=tuple(todo),
@@ -95,7 +101,8 @@ def plan_shard(store: LanceStore, spec: ModelSpec, table, shard: str) -> Embeddi
         skipped_modality=skipped_modality,
         undeduplicated=undeduplicated,
         existing_ids={doc_id: {row["id"] for row in rows} for doc_id, rows in rows_by_doc.items()},
-        orphans=tuple(doc_id for doc_id in rows_by_doc if doc_id not in documents),
+        orphans=orphans,
+        superseded=(*superseded, *orphans),
     )
 
 

@@ -1,7 +1,8 @@
 """The embedding stage for one (model version, shard).
 
 Vectors are content-addressed: a row's `origin_hash` names the content its vector embeds,
-so any row anywhere in the version's table with that origin_hash can be reused. Only
+so any row anywhere in the version's table with that origin_hash can be reused, and so can the
+rows of deleted or changed content the run kept in the retained table (`core.retained`). Only
 representatives with no such row reach the model, in groups sorted by length (for tight
 token-budget batches) and committed group by group, so a killed run keeps its progress
 and a rerun embeds only what was not committed.
@@ -24,6 +25,7 @@ from embedding_assets.core.embedding_run.encode import encode_group, encoding_or
 from embedding_assets.core.embedding_run.plan import PlannedDocument, by_representative, plan_shard
 from embedding_assets.core.embedding_run.rows import arrow_rows, complete_vector_sets, document_rows, origin_of
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
+from embedding_assets.core.retained import open_retained_table, retain_documents
 from embedding_assets.core.schemas import recorded_model_settings
 from embedding_assets.core.store import LanceStore, delete_in, scan_in, sql_literal, upsert
 from gpu_ops.registry import ModelSpec
@@ -46,6 +48,9 @@ class EmbedStats:
     tokens: int = 0
     reused: Counter = field(default_factory=Counter)
     rows_deleted: int = 0
+    # Rows of deleted or changed content kept in the retained table, and documents written from it.
+    rows_retained: int = 0
+    restored: int = 0
     quarantined: int = 0
     quarantine_reasons: Counter = field(default_factory=Counter)
     undeduplicated: int = 0
@@ -143,19 +148,25 @@ def _embeddings_table(store: LanceStore, spec: ModelSpec):
     return table
 
 
-def _reuse_stored(writer: _ShardWriter, todo: list[PlannedDocument]) -> list[PlannedDocument]:
-    """Write every document whose representative already has vectors; return the rest."""
+def _reuse_stored(store: LanceStore, writer: _ShardWriter, todo: list[PlannedDocument]) -> list[PlannedDocument]:
+    """Write every document whose representative already has vectors, in the version's table or among
+    those it retained; return the rest."""
     grouped = by_representative(todo)
-    for part in scan_in(
-        writer.table, "origin_hash", grouped, ["doc_id", "chunk", "origin_hash", "vector", "generated_at"]
-    ):
-        found = complete_vector_sets(part)
-        writer.write(
-            [p for content in found for p in grouped.pop(content)],
-            {content: vectors for content, (vectors, _) in found.items()},
-            {content: generated_at for content, (_, generated_at) in found.items()},
-            computed=set(),
-        )
+    retained = open_retained_table(store, writer.spec.key)
+    for table in [t for t in (writer.table, retained) if t is not None]:
+        for part in scan_in(
+            table, "origin_hash", grouped, ["doc_id", "chunk", "origin_hash", "vector", "generated_at"]
+        ):
+            found = complete_vector_sets(part)
+            documents = [p for content in found for p in grouped.pop(content)]
+            writer.write(
+                documents,
+                {content: vectors for content, (vectors, _) in found.items()},
+                {content: generated_at for content, (_, generated_at) in found.items()},
+                computed=set(),
+            )
+            if table is retained:
+                writer.stats.restored += len(documents)
     return [p for documents in grouped.values() for p in documents]
 
 
@@ -222,9 +233,11 @@ def embed_shard(
         skipped_modality=plan.skipped_modality,
         undeduplicated=plan.undeduplicated,
     )
+    # Kept before anything is deleted or overwritten, so a killed run has lost no vector.
+    stats.rows_retained = retain_documents(store, spec.key, table, shard, plan.superseded, now())
     stats.rows_deleted += delete_in(table, "doc_id", plan.orphans, f"shard = {sql_literal(shard)}")
     writer = _ShardWriter(spec, shard, table, plan.existing_ids, stats)
-    remaining = _reuse_stored(writer, list(plan.todo))
+    remaining = _reuse_stored(store, writer, list(plan.todo))
     quarantine = [*plan.held, *_encode_missing(store, writer, encoder, remaining, now, progress, commit_group)]
     _finish(store, writer, quarantine, now)
     stats.seconds = time.monotonic() - started
