@@ -38,8 +38,9 @@ $(INSTANCE): dagster.yaml
 	mkdir -p $(@D) && cp $< $@
 endif
 
+# `ALLOW_MASS_DELETE=1`: let the corpus mark more documents deleted than its limit allows (see README).
 demo: install $(INSTANCE)
-	$(PYTHON) -m embedding_assets.cli.demo
+	$(PYTHON) -m embedding_assets.cli.demo $(if $(ALLOW_MASS_DELETE),--allow-mass-delete)
 
 ui: install $(INSTANCE)
 	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"

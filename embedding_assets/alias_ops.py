@@ -61,7 +61,5 @@ def drop_retired_tables(
     model_registry: ModelRegistryResource,
     promotion_policy: PromotionPolicyResource,
 ) -> None:
-    result = apply_retention(
-        lancedb.store(), set(model_registry.registry().specs), promotion_policy.keep_retired_versions
-    )
+    result = apply_retention(lancedb.store(), model_registry.registry(), promotion_policy.keep_retired_versions)
     context.log.info(f"retention kept {result.kept}, dropped {result.dropped or 'nothing'}")

@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from partitions import shard_partitions
@@ -8,15 +8,33 @@ from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
 
 
+class CorpusConfig(Config):
+    # Let this run mark more documents deleted than the corpus source's mass-delete limit allows:
+    # for a source that really lost many documents, after checking that it is the right one.
+    allow_mass_delete: bool = False
+
+
 @asset(partitions_def=shard_partitions, group_name="corpus", kinds={"lancedb"})
 def corpus(
-    context: AssetExecutionContext, corpus_source: CorpusSourceResource, lancedb: LanceDBResource
+    context: AssetExecutionContext,
+    config: CorpusConfig,
+    corpus_source: CorpusSourceResource,
+    lancedb: LanceDBResource,
 ) -> MaterializeResult:
     """The shard's documents, normalized and content-hashed; what left the source is marked deleted."""
     shard = context.partition_key
-    stats = sync_corpus_shard(lancedb.store(), corpus_source.read(shard), shard, datetime.now(timezone.utc))
+    stats = sync_corpus_shard(
+        lancedb.store(),
+        corpus_source.read(shard),
+        shard,
+        datetime.now(timezone.utc),
+        corpus_source.mass_delete_guard(config.allow_mass_delete),
+    )
     if not stats.source_complete:
-        context.log.warning(f"part of {corpus_source.describe()} could not be read: no document was marked deleted")
+        context.log.warning(
+            f"{corpus_source.describe()} could not be read whole, so no document was marked deleted for being absent "
+            f"from it: {'; '.join(stats.source_problems)}. Fix the source and rerun to apply its deletions."
+        )
     context.log.info(
         f"shard {shard}: {stats.live} documents (+{stats.added} ~{stats.changed} -{stats.deleted}), "
         f"{stats.quarantined} quarantined"
@@ -33,6 +51,8 @@ def corpus(
             "modalities": dict(stats.modalities),
             "source": corpus_source.describe(),
             "source_complete": stats.source_complete,
+            "source_problems": "; ".join(stats.source_problems) or "none",
+            "allow_mass_delete": config.allow_mass_delete,
             "table_uri": f"{lancedb.uri}/documents.lance",
         }
     )

@@ -207,7 +207,7 @@ def live_index(
         return MaterializeResult(metadata={"decision": "kept", "model_version": live or "none", **metadata})
 
     switched = switch_alias(store, candidate, decision.table_version, config.switched_by, now, LIVE_ALIAS)
-    retention = apply_retention(store, set(registry.specs), promotion_policy.keep_retired_versions)
+    retention = apply_retention(store, registry, promotion_policy.keep_retired_versions)
     context.log.info(
         f"{LIVE_ALIAS} switched from {live} to {candidate} at table version {switched.table_version}; "
         f"retention dropped {retention.dropped or 'nothing'}"

@@ -118,14 +118,29 @@ class ModelSpec(BaseModel):
         except FileNotFoundError as error:
             raise FileNotFoundError(f"model {self.key} (source {self.source!r}): {error}") from error
 
-    def fingerprint(self) -> str:
-        """Everything that shapes this version's vectors: an edit of any of it needs a new key."""
+    def vector_settings(self) -> dict:
+        """Everything that shapes this version's vectors: an edit of any of it needs a new key.
+
+        A local model's `model_id` is only its name (its `source` picks the weights), so it is not here.
+        """
         unset = {name for name in LATER_OPTIONAL_FIELDS if getattr(self, name) is None}
         shaping = self.model_dump(exclude={"key", "model_id", *CALL_SETTINGS, *unset})
         if self.backend == "openai":
             # The provider's model name is what picks the weights.
             shaping["model_id"] = self.model_id
-        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        return shaping
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.vector_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def settings_changed_since(self, recorded: dict) -> list[str]:
+        """`field: recorded -> now` for each vector setting that differs from `recorded`."""
+        current = json.loads(json.dumps(self.vector_settings()))
+        return [
+            f"{name}: {recorded.get(name)!r} -> {current.get(name)!r}"
+            for name in sorted(recorded.keys() | current.keys())
+            if recorded.get(name) != current.get(name)
+        ]
 
 
 @dataclass
@@ -134,6 +149,14 @@ class ModelRegistry:
     errors: list[str] = field(default_factory=list)
     # Keys of entries that failed validation: present, but not usable until fixed.
     invalid_keys: set[str] = field(default_factory=set)
+    # Entries whose key could not be read at all (no key, not a mapping, no list of versions):
+    # any version may be the one they meant.
+    unnamed_entries: int = 0
+
+    @property
+    def named_keys(self) -> set[str]:
+        """Every version key the file names, valid or not: a typo in an entry must not retire its version."""
+        return set(self.specs) | self.invalid_keys
 
     def spec(self, key: str) -> ModelSpec:
         if key in self.specs:
@@ -148,12 +171,17 @@ def parse_registry(document: dict | None) -> ModelRegistry:
     entries = (document or {}).get("versions") or []
     if not isinstance(entries, list):
         registry.errors.append("registry: 'versions' must be a list of entries")
+        registry.unnamed_entries += 1
         return registry
     for position, entry in enumerate(entries, start=1):
         key = entry.get("key") if isinstance(entry, dict) else None
+        # A key YAML read as a number (`key: 2024`) still names a version.
+        key = str(key) if isinstance(key, int | float) and not isinstance(key, bool) else key
         label = key if isinstance(key, str) else f"entry {position}"
         if isinstance(key, str):
             registry.invalid_keys.add(key)
+        else:
+            registry.unnamed_entries += 1
         if key in registry.specs:
             registry.errors.append(f"{label}: duplicate key (entry {position}); the first entry is kept")
             continue

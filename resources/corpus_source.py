@@ -6,6 +6,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
+from embedding_assets.core.corpus_sync import MassDeleteGuard
 from embedding_assets.core.sources import SourceRecord, describe_source, iter_source, source_fingerprint
 
 
@@ -17,6 +18,10 @@ class CorpusSourceResource(ConfigurableResource):
     cache_dir: str
     # Used for s3:// sources only; its settings follow the standard AWS environment variables.
     s3: S3Resource
+    # One corpus run may mark at most this share of a shard's live documents deleted (or
+    # `mass_delete_floor` documents, whichever is more) unless run with `allow_mass_delete`.
+    mass_delete_max_share: float = MassDeleteGuard.max_share
+    mass_delete_floor: int = MassDeleteGuard.floor
 
     def _client(self):
         return self.s3.get_client() if self.uri.startswith("s3://") else None
@@ -29,3 +34,7 @@ class CorpusSourceResource(ConfigurableResource):
 
     def describe(self) -> str:
         return describe_source(self.uri)
+
+    def mass_delete_guard(self, allow_mass_delete: bool) -> MassDeleteGuard | None:
+        """The limit on deletions per run; None when the run was explicitly allowed to delete more."""
+        return None if allow_mass_delete else MassDeleteGuard(self.mass_delete_max_share, self.mass_delete_floor)

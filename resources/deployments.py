@@ -32,6 +32,15 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
+def _mass_delete_settings() -> dict:
+    """The corpus's limit on deletions per run, in both deployments from plain variables with defaults
+    (like RECALL_TOLERANCE): a deployment that does not set them keeps the guard, never loses it."""
+    return {
+        "mass_delete_max_share": float(os.environ.get("MASS_DELETE_MAX_SHARE", "0.10")),
+        "mass_delete_floor": int(os.environ.get("MASS_DELETE_FLOOR", "5")),
+    }
+
+
 def local_resources(
     corpus_uri: str,
     embeddings_uri: str,
@@ -53,7 +62,9 @@ def local_resources(
             aws_allow_http=_flag("AWS_ALLOW_HTTP"),
             retained_vector_days=int(os.environ.get("RETAINED_VECTOR_DAYS", str(DEFAULT_RETENTION_DAYS))),
         ),
-        "corpus_source": CorpusSourceResource(uri=corpus_uri, cache_dir=str(cache_dir), s3=s3),
+        "corpus_source": CorpusSourceResource(
+            uri=corpus_uri, cache_dir=str(cache_dir), s3=s3, **_mass_delete_settings()
+        ),
         "model_registry": ModelRegistryResource(
             registry_path=str(registry_path), model_cache_dir=str(cache_dir), device=device
         ),
@@ -93,6 +104,7 @@ def prod_resources() -> dict:
             uri=EnvVar("CORPUS_URI"),
             cache_dir=EnvVar("EMBEDDINGS_CACHE_DIR"),
             s3=S3Resource(region_name=EnvVar("AWS_REGION")),
+            **_mass_delete_settings(),
         ),
         "model_registry": ModelRegistryResource(
             registry_path=EnvVar("MODEL_REGISTRY"),

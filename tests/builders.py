@@ -12,6 +12,8 @@ DEFAULT_VERSION = "minilm-l6-v1"
 # The image demo's registry: MiniLM and the small random open_clip model (see gpu_ops/clip_encoder.py).
 IMAGES_YAML = PROJECT_ROOT / "models-images.yaml"
 CLIP_VERSION = "tiny-clip-v1"
+# The bucket the `bucket` fixture creates on moto's S3 server.
+S3_BUCKET = "embeddings"
 
 
 def stable_sample(rows: list[dict], size: int) -> list[dict]:

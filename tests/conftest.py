@@ -1,9 +1,13 @@
 import os
+import socket
+import urllib.request
 from pathlib import Path
 
+import boto3
 import pyarrow.parquet as pq
 import pytest
 from dagster import instance_for_test
+from moto.server import ThreadedMotoServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,6 +24,7 @@ from tests.builders import (  # noqa: E402
     DEFAULT_VERSION,
     IMAGES_YAML,
     MODELS_YAML,
+    S3_BUCKET,
     make_resources,
     near_duplicate_pair,
     stable_sample,
@@ -100,3 +105,33 @@ def sample_defs(sample_corpus, lance_uri, cache_dir):
 def instance():
     with instance_for_test() as dagster_instance:
         yield dagster_instance
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """(client, endpoint) of moto's S3 server over real HTTP on 127.0.0.1, with S3_BUCKET created
+    and the AWS variables pointing at it."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its buckets per process, not per server: start every test from an empty account.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield client, endpoint
+    server.stop()

@@ -1,5 +1,6 @@
 """`make demo`: build everything for every registered model version, then say what was built."""
 
+import argparse
 import os
 
 from dagster import DagsterInstance
@@ -43,11 +44,19 @@ def summary(report: PipelineReport) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="let the corpus mark more documents deleted than MASS_DELETE_MAX_SHARE / MASS_DELETE_FLOOR allow "
+        "(for a source that really lost many documents; `make demo ALLOW_MASS_DELETE=1`)",
+    )
+    arguments = parser.parse_args(argv)
     from embedding_assets.definitions import defs
 
     instance = DagsterInstance.get()
-    report = run_pipeline(defs, instance)
+    report = run_pipeline(defs, instance, allow_mass_delete=arguments.allow_mass_delete)
     print(summary(report))
     if report.live_version:
         query = SAMPLE_QUERIES.get(defs.resources["corpus_source"].uri, SAMPLE_QUERY)

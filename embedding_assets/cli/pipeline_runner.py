@@ -52,7 +52,13 @@ def _add(counter: Counter, metadata: dict, fields: dict[str, str]) -> None:
         counter[total] += int(metadata.get(key, 0) or 0)
 
 
-def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[str], None] = print) -> PipelineReport:
+def run_pipeline(
+    defs: Definitions,
+    instance: DagsterInstance,
+    say: Callable[[str], None] = print,
+    allow_mass_delete: bool = False,
+) -> PipelineReport:
+    """`allow_mass_delete` lets the corpus runs mark more documents deleted than the source's limit allows."""
     started = time.monotonic()
     report = PipelineReport()
     registry = defs.resources["model_registry"].registry()
@@ -63,14 +69,16 @@ def run_pipeline(defs: Definitions, instance: DagsterInstance, say: Callable[[st
         instance.add_dynamic_partitions(model_version_partitions.name, new_versions)
     shards = shard_partitions.get_partition_keys()
 
-    def execute(job, partition_key=None, raise_on_error: bool = True):
+    def execute(job, partition_key=None, raise_on_error: bool = True, run_config: dict = QUIET_RUN_CONFIG):
         return defs.resolve_job_def(job.name).execute_in_process(
-            partition_key=partition_key, instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=raise_on_error
+            partition_key=partition_key, instance=instance, run_config=run_config, raise_on_error=raise_on_error
         )
+
+    corpus_config = {**QUIET_RUN_CONFIG, "ops": {"corpus": {"config": {"allow_mass_delete": allow_mass_delete}}}}
 
     say(f"corpus: {len(shards)} shards")
     for shard in shards:
-        metadata = _metadata(execute(corpus_job, shard), "corpus")
+        metadata = _metadata(execute(corpus_job, shard, run_config=corpus_config), "corpus")
         _add(
             report.totals,
             metadata,

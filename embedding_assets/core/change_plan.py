@@ -43,6 +43,7 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
     plan = ChangePlan()
     seen: set[str] = set()
     refused_now: set[tuple[str, str]] = set()
+    refused_ids: set[str] = set()
     source_complete = True
     old_contents: set[str] = set()
     new_contents: set[str] = set()
@@ -56,6 +57,9 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
         if item.refusal:
             source_complete &= not item.breaks_source
             refused_now.add((doc_id, item.refusal.reason))
+            # As in the corpus stage: a document refused on its own merits leaves; a failed read removes nothing.
+            if not item.breaks_source:
+                refused_ids.add(doc_id)
             continue
         seen.add(doc_id)
         if live.get(doc_id) == item.content_hash:
@@ -70,7 +74,6 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
         ingest.add(shard_of(doc_id))
         changes.update(f"{doc_id}\0{item.content_hash}\n".encode())
 
-    refused_ids = {doc_id for doc_id, _ in refused_now}
     for doc_id in live.keys() - seen:
         if source_complete or doc_id in refused_ids:
             plan.removed += 1

@@ -2,8 +2,10 @@
 
 Only what changed is written; a document gone from the source becomes a tombstone
 (`deleted = true`) so later stages can remove its vectors. A source that could not be read
-whole never produces deletions. A document is a text, an image, or a pair (an image with its
-caption); images pass the intake checks of `images.py` here, once, before anything embeds them.
+whole never produces deletions, and a run that would tombstone more than `MassDeleteGuard`
+allows fails before its first tombstone unless explicitly allowed. A document is a text, an
+image, or a pair (an image with its caption); images pass the intake checks of `images.py`
+here, once, before anything embeds them.
 """
 
 from collections import Counter
@@ -36,10 +38,42 @@ class CorpusSyncStats:
     quarantine_reasons: Counter = field(default_factory=Counter)
     modalities: Counter = field(default_factory=Counter)
     source_complete: bool = True
+    # Why the read was not provably whole (the details of the rejections that broke it).
+    source_problems: list[str] = field(default_factory=list)
 
     @property
     def live(self) -> int:
         return self.added + self.changed + self.unchanged
+
+
+class MassDeleteRefused(RuntimeError):
+    """A run would mark more of a shard deleted than `MassDeleteGuard` allows; nothing was tombstoned."""
+
+
+@dataclass(frozen=True)
+class MassDeleteGuard:
+    """How many of a shard's live documents one run may mark deleted without an explicit override.
+
+    A source that lost documents by mistake (a half-synced folder, the wrong file) looks whole to
+    every reader; only the size of the loss gives it away. The floor keeps small shards workable.
+    """
+
+    max_share: float = 0.10
+    floor: int = 5
+
+    def allows(self, deletions: int, live: int) -> bool:
+        return deletions <= max(self.floor, self.max_share * live)
+
+    def refusal(self, shard: str, gone: list[str], live: int) -> str:
+        examples = ", ".join(sorted(gone)[:5]) + (", ..." if len(gone) > 5 else "")
+        return (
+            f"shard {shard}: this run would mark {len(gone)} of its {live} live documents deleted "
+            f"({len(gone) / max(live, 1):.0%}), more than the {self.max_share:.0%} (or {self.floor} documents, "
+            f"whichever is more) allowed at once, so nothing was marked deleted (e.g. {examples}). "
+            "If the source is wrong, restore it and rerun. If these documents really left the source, "
+            "rerun the corpus with the run config `allow_mass_delete: true` "
+            "(`make demo ALLOW_MASS_DELETE=1` on the command line)"
+        )
 
 
 @dataclass(frozen=True)
@@ -111,7 +145,14 @@ def _document_row(item: ClassifiedRecord, shard: str, now: datetime) -> dict:
     }
 
 
-def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard: str, now: datetime) -> CorpusSyncStats:
+def sync_corpus_shard(
+    store: LanceStore,
+    records: Iterable[SourceRecord],
+    shard: str,
+    now: datetime,
+    guard: MassDeleteGuard | None = MassDeleteGuard(),
+) -> CorpusSyncStats:
+    """Bring the shard in line with `records`; `guard=None` allows any number of deletions."""
     table = store.table("documents")
     existing = {
         row["doc_id"]: (row["content_hash"], row["title"], row["deleted"])
@@ -124,13 +165,19 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
     pending: list[dict] = []
     pending_bytes = 0
     quarantine: list[QuarantineEntry] = []
+    # Documents refused on their own merits; a failed read (a rejection that breaks the source) deletes nothing.
+    refused: set[str] = set()
 
     for item in classify(records):
         if item.refusal:
-            stats.source_complete &= not item.breaks_source
+            if item.breaks_source:
+                stats.source_complete = False
+                stats.source_problems.append(f"{item.record.reason}: {item.record.detail}")
             # A source-wide failure reaches every shard; the shard of its name records it.
             if not item.breaks_source or shard_of(item.record.doc_id) == shard:
                 quarantine.append(item.refusal)
+            if not item.breaks_source:
+                refused.add(item.record.doc_id)
             continue
         record = item.record
         seen.add(record.doc_id)
@@ -152,13 +199,15 @@ def sync_corpus_shard(store: LanceStore, records: Iterable[SourceRecord], shard:
             pending_bytes = 0
     upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
 
-    # A quarantined document keeps no vectors either: it leaves the live set like a deleted one.
-    quarantined_ids = {entry.doc_id for entry in quarantine}
+    # A refused document keeps no vectors either: it leaves the live set like a deleted one.
     gone = [
         doc_id
         for doc_id, (_, _, deleted) in existing.items()
-        if not deleted and doc_id not in seen and (stats.source_complete or doc_id in quarantined_ids)
+        if not deleted and doc_id not in seen and (stats.source_complete or doc_id in refused)
     ]
+    live_before = sum(not deleted for _, _, deleted in existing.values())
+    if guard is not None and not guard.allows(len(gone), live_before):
+        raise MassDeleteRefused(guard.refusal(shard, gone, live_before))
     for start in range(0, len(gone), WRITE_BATCH_ROWS):
         ids = ", ".join(sql_literal(doc_id) for doc_id in gone[start : start + WRITE_BATCH_ROWS])
         table.update(where=f"doc_id IN ({ids})", values={"deleted": True, "updated_at": now})

@@ -1,9 +1,11 @@
 """Which old version tables to drop.
 
-Never the live or the previous version (rollback needs it), never a version still in the
-registry (it may be a candidate being backfilled, or a rollback target); of the retired
-rest, the `keep` most recently written stay. A dropped version's retained table (`core.retained`)
-goes with it; `retained__*` tables are not versions (only EMBEDDINGS_TABLE_PREFIX names one).
+Never the live or the previous version (rollback needs it), never a version the registry file
+names, valid or not (it may be a candidate being backfilled, a rollback target, or an entry with a
+typo that is about to be fixed); of the retired rest, the `keep` most recently written stay. A
+registry with an entry whose key cannot be read at all drops nothing: that entry may mean any version.
+A dropped version's retained table (`core.retained`) goes with it; `retained__*` tables are not
+versions (only EMBEDDINGS_TABLE_PREFIX names one).
 """
 
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from embedding_assets.core.aliases import current_alias, previous_version
 from embedding_assets.core.retained import drop_retained_table
 from embedding_assets.core.schemas import EMBEDDINGS_TABLE_PREFIX, embeddings_table_name
 from embedding_assets.core.store import LanceStore
+from gpu_ops.registry import ModelRegistry
 
 
 @dataclass
@@ -20,14 +23,16 @@ class RetentionResult:
     dropped: list[str]
 
 
-def apply_retention(store: LanceStore, registered: set[str], keep: int) -> RetentionResult:
+def apply_retention(store: LanceStore, registry: ModelRegistry, keep: int) -> RetentionResult:
     versions = [
         name.removeprefix(EMBEDDINGS_TABLE_PREFIX)
         for name in store.table_names()
         if name.startswith(EMBEDDINGS_TABLE_PREFIX)
     ]
+    if registry.unnamed_entries:
+        return RetentionResult(kept=sorted(versions), dropped=[])
     live = current_alias(store)
-    protected = set(registered) | {v for v in (live.model_version if live else None, previous_version(store)) if v}
+    protected = registry.named_keys | {v for v in (live.model_version if live else None, previous_version(store)) if v}
     retired = [v for v in versions if v not in protected]
     last_written = {v: store.open_embeddings_table(v).list_versions()[-1]["timestamp"] for v in retired}
     retired.sort(key=lambda v: (last_written[v], v), reverse=True)

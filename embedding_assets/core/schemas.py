@@ -7,6 +7,8 @@ version's table no longer holds wait in `retained__<version>` (see `core.retaine
 open it, and nothing that lists version tables by EMBEDDINGS_TABLE_PREFIX can mistake it for one.
 """
 
+import json
+
 import pyarrow as pa
 
 from embedding_assets.core.minhash import NUM_PERM
@@ -108,8 +110,13 @@ LOOKUP_INDEXES = {
 }
 
 
-def embeddings_schema(dim: int) -> pa.Schema:
-    return pa.schema(
+# The schema metadata key under which a version's table records the settings that shaped its vectors.
+MODEL_SETTINGS_METADATA = b"model_settings"
+
+
+def embeddings_schema(dim: int, settings: dict | None = None) -> pa.Schema:
+    """A version's table; `settings` (its ModelSpec's vector settings) are recorded in the schema's metadata."""
+    schema = pa.schema(
         [
             ("id", pa.string()),
             ("doc_id", pa.string()),
@@ -125,6 +132,13 @@ def embeddings_schema(dim: int) -> pa.Schema:
             ("origin_hash", pa.string()),
         ]
     )
+    return schema.with_metadata({MODEL_SETTINGS_METADATA: json.dumps(settings, sort_keys=True)}) if settings else schema
+
+
+def recorded_model_settings(schema: pa.Schema) -> dict | None:
+    """The settings a version's table was created with; None for a table made before they were recorded."""
+    recorded = (schema.metadata or {}).get(MODEL_SETTINGS_METADATA)
+    return json.loads(recorded) if recorded else None
 
 
 def retained_schema(dim: int) -> pa.Schema:

@@ -46,8 +46,12 @@ class LanceStore:
         """A fixed table of the pipeline, created empty on first use."""
         return self.db.create_table(name, schema=FIXED_SCHEMAS[name], exist_ok=True)
 
-    def embeddings_table(self, model_version: str, dim: int):
-        return self.db.create_table(embeddings_table_name(model_version), schema=embeddings_schema(dim), exist_ok=True)
+    def embeddings_table(self, model_version: str, dim: int, settings: dict | None = None):
+        """The version's table; created with `settings` recorded, so a later edit of them can be caught."""
+        name = embeddings_table_name(model_version)
+        if self.has_table(name):
+            return self.db.open_table(name)
+        return self.db.create_table(name, schema=embeddings_schema(dim, settings), exist_ok=True)
 
     def open_embeddings_table(self, model_version: str, table_version: int | None = None):
         """The version's table at its latest version, or checked out at `table_version` (what readers pin)."""

@@ -51,3 +51,8 @@ def test_demo_builds_everything_then_makes_zero_model_calls(tmp_path, sample_rec
     title = sample_records[5]["title"]
     found = _run("embedding_assets.cli.search", env, sample_records[5]["text"][:200])
     assert "live = minilm-l6-v1" in found and title in found.splitlines()[1]
+
+
+def test_demo_documents_its_mass_delete_override():
+    help_text = _run("embedding_assets.cli.demo", dict(os.environ), "--help")
+    assert "--allow-mass-delete" in help_text and "ALLOW_MASS_DELETE=1" in help_text

@@ -1,6 +1,8 @@
 from datetime import datetime, timezone
 
-from embedding_assets.core.corpus_sync import sync_corpus_shard
+import pytest
+
+from embedding_assets.core.corpus_sync import MassDeleteGuard, MassDeleteRefused, sync_corpus_shard
 from embedding_assets.core.sources import SourceDocument, SourceRejection
 from embedding_assets.core.store import scan
 
@@ -82,3 +84,36 @@ def test_an_unreadable_source_never_deletes(store):
     stats = sync_corpus_shard(store, [unreadable], "000", T2)
     assert not stats.source_complete and stats.deleted == 0
     assert not any(row["deleted"] for row in _documents(store).values())
+
+
+def test_a_failed_read_of_a_known_document_keeps_it_live(store):
+    sync_corpus_shard(store, [_doc("a", "one"), _doc("b", "two")], "000", T1)
+    unreadable = SourceRejection("a", "unreadable_file", "a: Permission denied", "dir/a", whole_source=True)
+    stats = sync_corpus_shard(store, [unreadable], "000", T2)
+    assert not stats.source_complete and stats.deleted == 0
+    assert stats.source_problems == ["unreadable_file: a: Permission denied"]
+    assert not any(row["deleted"] for row in _documents(store).values())
+
+
+def test_a_mass_delete_fails_before_any_tombstone_unless_allowed(store):
+    sync_corpus_shard(store, [_doc(f"d{n}", f"text {n}") for n in range(40)], "000", T1)
+    kept = [_doc(f"d{n}", f"text {n}") for n in range(30)]
+    with pytest.raises(MassDeleteRefused, match=r"would mark 10 of its 40 live documents deleted \(25%\)") as refused:
+        sync_corpus_shard(store, kept, "000", T2)
+    assert "allow_mass_delete: true" in str(refused.value) and "d30, d31" in str(refused.value)
+    assert not any(row["deleted"] for row in _documents(store).values())
+
+    stats = sync_corpus_shard(store, kept, "000", T2, guard=None)
+    assert stats.deleted == 10
+    assert sorted(doc_id for doc_id, row in _documents(store).items() if row["deleted"]) == sorted(
+        f"d{n}" for n in range(30, 40)
+    )
+
+
+def test_the_mass_delete_guard_allows_its_share_and_its_floor(store):
+    guard = MassDeleteGuard(max_share=0.10, floor=5)
+    assert guard.allows(5, 6) and guard.allows(10, 100) and not guard.allows(11, 100) and not guard.allows(6, 6)
+    sync_corpus_shard(store, [_doc(f"d{n}", f"text {n}") for n in range(8)], "000", T1)
+    # A small shard may lose up to the floor at once: 5 of 8 is allowed.
+    stats = sync_corpus_shard(store, [_doc(f"d{n}", f"text {n}") for n in range(3)], "000", T2, guard)
+    assert stats.deleted == 5

@@ -7,7 +7,7 @@ import pytest
 
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from embedding_assets.core.dedup import dedup_shard
-from embedding_assets.core.embedding_run import embed_shard
+from embedding_assets.core.embedding_run import VersionSettingsChanged, embed_shard
 from embedding_assets.core.minhash import MinHasher
 from embedding_assets.core.sources import iter_source
 from embedding_assets.core.store import scan
@@ -112,3 +112,24 @@ def test_a_run_that_dies_mid_shard_resumes_with_only_the_missing_work(
     assert table.num_rows == len(set(table.column("id").to_pylist()))
     assert set(table.column("doc_id").to_pylist()) == set(texts)
     assert stats.up_to_date > 0
+
+
+def test_a_version_whose_settings_changed_since_its_table_was_made_fails_before_any_model_call(
+    prepared, minilm_spec, minilm_encoder
+):
+    store, texts = prepared
+    embed_shard(store, minilm_spec, lambda: minilm_encoder, SHARD, lambda: NOW)
+    table_version = store.open_embeddings_table(minilm_spec.key).version
+    edited = minilm_spec.model_copy(update={"max_tokens": 128, "normalize": False})
+    loads = []
+    with pytest.raises(VersionSettingsChanged) as changed:
+        embed_shard(store, edited, lambda: loads.append(1) or minilm_encoder, SHARD, lambda: NOW)
+    message = str(changed.value)
+    assert f"max_tokens: {minilm_spec.max_tokens} -> 128" in message and "normalize: True -> False" in message
+    assert "new key with a bumped revision" in message
+    assert loads == [] and store.open_embeddings_table(minilm_spec.key).version == table_version
+    # A call setting is no vector setting: editing it under the same key is fine.
+    calls_only = minilm_spec.model_copy(update={"max_retries": 2})
+    assert (
+        embed_shard(store, calls_only, lambda: loads.append(1) or minilm_encoder, SHARD, lambda: NOW).model_calls == 0
+    )

@@ -16,6 +16,7 @@ from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import iter_source
 from embedding_assets.core.store import scan
 from embedding_assets.core.text import content_hash, normalize_text
+from gpu_ops.registry import ModelRegistry
 from partitions import shard_partitions
 from tests.builders import write_jsonl
 
@@ -168,10 +169,10 @@ def test_retained_tables_are_not_versions_and_go_with_their_version(store, embed
     retain_documents(store, key, table, SHARD, [scan(table, None, ["doc_id"]).column("doc_id")[0].as_py()], NOW)
     retained_table(store, "gone", minilm_spec.dim)
 
-    kept = apply_retention(store, registered={key}, keep=0)
+    kept = apply_retention(store, ModelRegistry(specs={key: minilm_spec}), keep=0)
     assert kept.kept == [key] and kept.dropped == []
     assert collect_retained(store, NOW, WINDOW).tables_dropped == ["gone"]
     assert store.has_table(retained_table_name(key)) and not store.has_table(retained_table_name("gone"))
 
-    assert apply_retention(store, registered=set(), keep=0).dropped == [key]
+    assert apply_retention(store, ModelRegistry(), keep=0).dropped == [key]
     assert not store.has_table(retained_table_name(key))

@@ -6,9 +6,15 @@ import yaml
 from embedding_assets.cli.manage import register
 from embedding_assets.core.aliases import alias_history, current_alias, previous_version, switch_alias
 from embedding_assets.core.retention import apply_retention
+from gpu_ops.registry import parse_registry
 from tests.builders import MODELS_YAML
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _registry(*keys: str):
+    first = yaml.safe_load(MODELS_YAML.read_text())["versions"][0]
+    return parse_registry({"versions": [{**first, "key": key} for key in keys]})
 
 
 def _tables(store):
@@ -31,12 +37,36 @@ def test_retention_keeps_live_previous_registered_and_the_newest_retired(store):
         store.embeddings_table(version, 4)
     switch_alias(store, "prev", 1, "test", T0)
     switch_alias(store, "live", 1, "test", T0 + timedelta(minutes=1))
-    result = apply_retention(store, registered={"live", "candidate"}, keep=1)
+    registry = _registry("live", "candidate")
+    result = apply_retention(store, registry, keep=1)
     assert result.dropped == ["old-1", "old-2"]
     assert _tables(store) == ["candidate", "live", "old-3", "prev"]
-    assert apply_retention(store, registered={"live", "candidate"}, keep=1).dropped == []
-    assert apply_retention(store, registered=set(), keep=0).dropped == ["candidate", "old-3"]
+    assert apply_retention(store, registry, keep=1).dropped == []
+    assert apply_retention(store, _registry(), keep=0).dropped == ["candidate", "old-3"]
     assert _tables(store) == ["live", "prev"]
+
+
+def test_retention_never_drops_a_version_the_registry_names_even_when_its_entry_is_invalid(store):
+    for version in ("live", "minilm-typo", "2024", "retired"):
+        store.embeddings_table(version, 4)
+    switch_alias(store, "live", 1, "test", T0)
+    first = yaml.safe_load(MODELS_YAML.read_text())["versions"][0]
+    # A misspelled field, and a key YAML reads as a number: both entries are invalid, both name a version.
+    registry = parse_registry({"versions": [{**first, "key": "minilm-typo", "dimm": 384}, {**first, "key": 2024}]})
+    assert not registry.specs and registry.named_keys == {"minilm-typo", "2024"}
+    assert apply_retention(store, registry, keep=0).dropped == ["retired"]
+    assert _tables(store) == ["2024", "live", "minilm-typo"]
+
+
+def test_retention_drops_nothing_while_an_entry_names_no_key(store):
+    for version in ("live", "retired"):
+        store.embeddings_table(version, 4)
+    switch_alias(store, "live", 1, "test", T0)
+    registry = parse_registry({"versions": [{"kye": "retired", "backend": "sentence-transformers"}]})
+    assert registry.unnamed_entries == 1
+    assert apply_retention(store, registry, keep=0).dropped == []
+    assert apply_retention(store, parse_registry({"versions": "retired"}), keep=0).dropped == []
+    assert _tables(store) == ["live", "retired"]
 
 
 def test_register_appends_a_valid_entry_and_refuses_a_bad_one(tmp_path):

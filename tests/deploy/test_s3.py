@@ -5,47 +5,16 @@ written there is read back with polars and compared with the table.
 """
 
 import json
-import socket
 
-import boto3
 import numpy as np
 import polars as pl
-import pytest
 from dagster import instance_for_test
-from moto.server import ThreadedMotoServer
 
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.store import LanceStore, fixed_size_lists, s3_storage_options, scan
 from embedding_assets.definitions import build_definitions
 from tests.builders import DEFAULT_VERSION, make_resources
-
-BUCKET = "embeddings"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def bucket(monkeypatch):
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    yield client, endpoint
-    server.stop()
+from tests.builders import S3_BUCKET as BUCKET
 
 
 def test_corpus_tables_and_exports_all_on_s3(bucket, sample_records, cache_dir):

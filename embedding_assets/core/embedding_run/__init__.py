@@ -6,6 +6,20 @@ plan's and the rows' rules from those modules, so they count rows the way the ru
 
 from embedding_assets.core.embedding_run.plan import documents_for
 from embedding_assets.core.embedding_run.rows import expected_vector_count
-from embedding_assets.core.embedding_run.run import COMMIT_GROUP_CONTENTS, EmbedStats, Progress, embed_shard
+from embedding_assets.core.embedding_run.run import (
+    COMMIT_GROUP_CONTENTS,
+    EmbedStats,
+    Progress,
+    VersionSettingsChanged,
+    embed_shard,
+)
 
-__all__ = ["COMMIT_GROUP_CONTENTS", "EmbedStats", "Progress", "documents_for", "embed_shard", "expected_vector_count"]
+__all__ = [
+    "COMMIT_GROUP_CONTENTS",
+    "EmbedStats",
+    "Progress",
+    "VersionSettingsChanged",
+    "documents_for",
+    "embed_shard",
+    "expected_vector_count",
+]

@@ -26,6 +26,7 @@ from embedding_assets.core.embedding_run.plan import PlannedDocument, by_represe
 from embedding_assets.core.embedding_run.rows import arrow_rows, complete_vector_sets, document_rows, origin_of
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.retained import open_retained_table, retain_documents
+from embedding_assets.core.schemas import recorded_model_settings
 from embedding_assets.core.store import LanceStore, delete_in, scan_in, sql_literal, upsert
 from gpu_ops.registry import ModelSpec
 
@@ -125,8 +126,22 @@ class _ShardWriter:
         self.stats.vectors_written += len(rows)
 
 
+class VersionSettingsChanged(ValueError):
+    """A registered version's vector settings differ from those its table was created with."""
+
+
 def _embeddings_table(store: LanceStore, spec: ModelSpec):
-    table = store.embeddings_table(spec.key, spec.dim)
+    """The version's table, refused before any model call if the registry changed what shapes its vectors."""
+    table = store.embeddings_table(spec.key, spec.dim, spec.vector_settings())
+    recorded = recorded_model_settings(table.schema)
+    changed = spec.settings_changed_since(recorded) if recorded is not None else []
+    if changed:
+        raise VersionSettingsChanged(
+            f"model version {spec.key} changed since its table {table.name} was created ({'; '.join(changed)}): "
+            "its vectors were made with the recorded settings and new ones must not mix with them. Register the "
+            f"new settings under a new key with a bumped revision (e.g. {spec.key}-r2, see `make register`), "
+            "or restore the recorded settings in the registry"
+        )
     table_dim = table.schema.field("vector").type.list_size
     if table_dim != spec.dim:
         raise ValueError(f"table {table.name} holds {table_dim}-d vectors but {spec.key} declares dim {spec.dim}")

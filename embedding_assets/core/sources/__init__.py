@@ -1,13 +1,21 @@
 """Corpus sources: what `CORPUS_URI` names, read into documents and rejections (see `dispatch`)."""
 
-from embedding_assets.core.sources.dispatch import EMBEDDED_CORPORA, describe_source, iter_source, source_fingerprint
-from embedding_assets.core.sources.records import SourceDocument, SourceRecord, SourceRejection
+from embedding_assets.core.sources.dispatch import (
+    EMBEDDED_CORPORA,
+    belongs_to_shard,
+    describe_source,
+    iter_source,
+    source_fingerprint,
+)
+from embedding_assets.core.sources.records import SourceDocument, SourceRecord, SourceRejection, SourceUnavailable
 
 __all__ = [
     "EMBEDDED_CORPORA",
     "SourceDocument",
     "SourceRecord",
     "SourceRejection",
+    "SourceUnavailable",
+    "belongs_to_shard",
     "describe_source",
     "iter_source",
     "source_fingerprint",

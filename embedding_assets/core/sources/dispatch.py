@@ -46,6 +46,8 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=N
     """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None).
 
     A rejection of the whole source goes to every shard: none may then treat absence as deletion.
+    A source with nothing in it (a missing path, an empty folder or prefix) or an S3 listing that
+    fails raises instead, before any write.
     """
     if uri == "stdlib":
         records = iter_parquet(stdlib_corpus_path(cache_dir), STDLIB_SOURCE_URI, shard)
@@ -56,7 +58,10 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=N
     else:
         path = Path(uri)
         if not path.exists():
-            raise FileNotFoundError(f"CORPUS_URI {uri!r} does not exist")
+            raise FileNotFoundError(
+                f"CORPUS_URI {uri!r} does not exist: nothing was read and no document was marked deleted; "
+                "restore it or point CORPUS_URI at the right place"
+            )
         if path.is_dir():
             records = iter_directory(path, shard)
         elif path.suffix == ".jsonl":
@@ -67,7 +72,10 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=N
             raise ValueError(
                 f"CORPUS_URI {uri!r}: expected a directory, a .jsonl or a .parquet file, or one of {EMBEDDED_CORPORA}"
             )
-    for record in records:
-        source_wide = isinstance(record, SourceRejection) and record.whole_source
-        if shard is None or source_wide or shard_of(record.doc_id) == shard:
-            yield record
+    yield from (record for record in records if belongs_to_shard(record, shard))
+
+
+def belongs_to_shard(record: SourceRecord, shard: str | None) -> bool:
+    """A record of `shard` (any, when None); a rejection of the whole source belongs to every shard."""
+    source_wide = isinstance(record, SourceRejection) and record.whole_source
+    return shard is None or source_wide or shard_of(record.doc_id) == shard

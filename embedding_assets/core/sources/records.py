@@ -3,8 +3,9 @@
 A JSONL line or Parquet row is a text (`text`) or an image (`image`: a path relative to the file,
 or the bytes in a Parquet binary column; `image_base64` in JSONL), and an image with a `caption`
 is a pair. Records that cannot become documents are yielded as rejections with a reason, never
-dropped silently. A rejection with `whole_source=False` concerns one record; `True` means part of
-the source could not be read at all, so the corpus stage must not treat absent documents as deleted.
+dropped silently. A rejection with `whole_source=False` concerns one record whose id is known;
+`True` means the read is not provably whole (a file cut short, a line or row that names no id, an
+unreadable folder, object or file), so the corpus stage must not treat absent documents as deleted.
 """
 
 import base64
@@ -34,6 +35,10 @@ class SourceRejection:
     detail: str
     source_uri: str
     whole_source: bool = False
+
+
+class SourceUnavailable(RuntimeError):
+    """The source could not be read at all (an S3 listing failed): the corpus run fails before it writes."""
 
 
 SourceRecord = SourceDocument | SourceRejection
@@ -81,7 +86,8 @@ def record_from_fields(
     another shard (after its id is checked, so duplicates are still found, and before its image is read)."""
     doc_id = fields.get("id")
     if doc_id is None or str(doc_id).strip() == "":
-        return SourceRejection(fallback_id, "missing_id", "the record has no id", where)
+        # Any document may be the one that lost its id: its absence proves no deletion.
+        return SourceRejection(fallback_id, "missing_id", "the record has no id", where, whole_source=True)
     doc_id = str(doc_id)
     if doc_id in first_seen:
         return SourceRejection(

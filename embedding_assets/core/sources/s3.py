@@ -7,20 +7,43 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from embedding_assets.core.images import IMAGE_FILE_SUFFIXES, ImageProblem, ImageRefused, image_size_problem
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources.jsonl import iter_jsonl
 from embedding_assets.core.sources.local_files import TEXT_FILE_SUFFIXES
 from embedding_assets.core.sources.parquet import iter_parquet
-from embedding_assets.core.sources.records import ImageReader, SourceRecord, decode_text_file, image_document
+from embedding_assets.core.sources.records import (
+    ImageReader,
+    SourceRecord,
+    SourceRejection,
+    SourceUnavailable,
+    decode_text_file,
+    image_document,
+)
 
 
 def _s3_objects(uri: str, client) -> tuple[str, str, list[dict]]:
+    """Every object under the prefix; a listing that fails part-way fails as a whole, never as a shorter list."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return bucket, prefix, sorted((item for page in pages for item in page.get("Contents", [])), key=lambda o: o["Key"])
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        objects = [item for page in pages for item in page.get("Contents", [])]
+    except (ClientError, BotoCoreError) as error:
+        raise SourceUnavailable(
+            f"CORPUS_URI {uri!r} could not be listed ({error}): nothing was read and no document was marked "
+            "deleted; check the bucket name, the credentials and AWS_ENDPOINT_URL, then rerun"
+        ) from error
+    return bucket, prefix, sorted(objects, key=lambda o: o["Key"])
+
+
+def _unreadable_object(doc_id: str, name: str, error: Exception) -> SourceRejection:
+    detail = (
+        f"{name} could not be read ({error}), so no document was marked deleted: check that the object exists "
+        "and that the pipeline's credentials may read it, then rerun"
+    )
+    return SourceRejection(doc_id, "unreadable_object", detail, name, whole_source=True)
 
 
 def _read_s3_image(client, bucket: str, key: str) -> bytes:
@@ -54,14 +77,21 @@ def iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
         raise ValueError(f"CORPUS_URI {uri!r} is on S3 but no S3 client was configured")
     bucket, prefix, objects = _s3_objects(uri, client)
     if not objects:
-        raise FileNotFoundError(f"CORPUS_URI {uri!r}: no object under that prefix")
+        raise FileNotFoundError(
+            f"CORPUS_URI {uri!r}: no object under that prefix: nothing was read and no document was marked deleted; "
+            "put the documents back or point CORPUS_URI at the right prefix"
+        )
     for item in objects:
         key = item["Key"]
         name = f"s3://{bucket}/{key}"
         doc_id = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
         in_shard = shard is None or shard_of(doc_id) == shard
         if key.endswith(TEXT_FILE_SUFFIXES) and in_shard:
-            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            try:
+                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except (ClientError, BotoCoreError) as error:
+                yield _unreadable_object(doc_id, name, error)
+                continue
             yield decode_text_file(body, doc_id, name)
         elif key.lower().endswith(IMAGE_FILE_SUFFIXES) and in_shard:
             yield image_document(doc_id, lambda: _read_s3_image(client, bucket, key), name, Path(key).stem)
@@ -69,7 +99,11 @@ def iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
             read_image = _s3_image_reader(client, bucket, key)
             with tempfile.TemporaryDirectory() as scratch:
                 local = Path(scratch) / key.rsplit("/", 1)[-1]
-                client.download_file(bucket, key, str(local))
+                try:
+                    client.download_file(bucket, key, str(local))
+                except (ClientError, BotoCoreError) as error:
+                    yield _unreadable_object(key.rsplit("/", 1)[-1], name, error)
+                    continue
                 if key.endswith(".jsonl"):
                     yield from iter_jsonl(local, name, shard, read_image)
                 else:
