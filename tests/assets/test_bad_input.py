@@ -29,7 +29,8 @@ BAD = {
 
 
 def _jsonl(path, fixed=False):
-    lines = [json.dumps({"id": k, "text": v}) for k, v in GOOD.items()]
+    # Titles give the derived evaluation set its queries: one-sentence texts alone give it none.
+    lines = [json.dumps({"id": k, "title": f"how many items, {k}", "text": v}) for k, v in GOOD.items()]
     for doc_id, (text, _) in BAD.items():
         lines.append(json.dumps({"id": doc_id, "text": "Now a proper sentence about " + doc_id if fixed else text}))
     if not fixed:
