@@ -34,11 +34,11 @@ class BenchDeployment:
         return {k: v.value for k, v in result.asset_materializations_for_node("embeddings")[0].metadata.items()}
 
     def apply_source_change(self) -> dict:
-        """The change through corpus_change_sensor, as in production, then the version's index."""
-        _, runs = apply_source_changes(self.defs, self.instance)
-        self.execute("index_job", DEFAULT_VERSION)
-        calls = sum(run.metadata.get("model_calls", 0) for run in runs if run.job_name == "embed_job")
-        return {"model_calls": calls, "runs": len(runs)}
+        """The change through corpus_change_sensor and the one run it asks for (index and live pin included)."""
+        _, made = apply_source_changes(self.defs, self.instance)
+        calls = sum(m.metadata.get("model_calls", 0) for m in made if m.asset == "embeddings")
+        live = next((m.metadata for m in made if m.asset == "live_index"), {})
+        return {"model_calls": calls, "materializations": len(made), "live": live}
 
 
 def temporary_deployment(corpus_path: Path, cache_dir: Path):

@@ -14,6 +14,43 @@ class CorpusConfig(Config):
     allow_mass_delete: bool = False
 
 
+def sync_shard(
+    log, corpus_source: CorpusSourceResource, lancedb: LanceDBResource, shard: str, allow_mass_delete: bool
+) -> dict:
+    """One shard of the corpus stage; its materialization's metadata. The asset and the change job share it."""
+    stats = sync_corpus_shard(
+        lancedb.store(),
+        corpus_source.read(shard),
+        shard,
+        datetime.now(timezone.utc),
+        corpus_source.mass_delete_guard(allow_mass_delete),
+    )
+    if not stats.source_complete:
+        log.warning(
+            f"{corpus_source.describe()} could not be read whole, so no document was marked deleted for being absent "
+            f"from it: {'; '.join(stats.source_problems)}. Fix the source and rerun to apply its deletions."
+        )
+    log.info(
+        f"shard {shard}: {stats.live} documents (+{stats.added} ~{stats.changed} -{stats.deleted}), "
+        f"{stats.quarantined} quarantined"
+    )
+    return {
+        "dagster/row_count": stats.live,
+        "added": stats.added,
+        "changed": stats.changed,
+        "deleted": stats.deleted,
+        "unchanged": stats.unchanged,
+        "quarantined": stats.quarantined,
+        "quarantine_reasons": dict(stats.quarantine_reasons),
+        "modalities": dict(stats.modalities),
+        "source": corpus_source.describe(),
+        "source_complete": stats.source_complete,
+        "source_problems": "; ".join(stats.source_problems) or "none",
+        "allow_mass_delete": allow_mass_delete,
+        "table_uri": f"{lancedb.uri}/documents.lance",
+    }
+
+
 @asset(partitions_def=shard_partitions, group_name="corpus", kinds={"lancedb"})
 def corpus(
     context: AssetExecutionContext,
@@ -22,37 +59,6 @@ def corpus(
     lancedb: LanceDBResource,
 ) -> MaterializeResult:
     """The shard's documents, normalized and content-hashed; what left the source is marked deleted."""
-    shard = context.partition_key
-    stats = sync_corpus_shard(
-        lancedb.store(),
-        corpus_source.read(shard),
-        shard,
-        datetime.now(timezone.utc),
-        corpus_source.mass_delete_guard(config.allow_mass_delete),
-    )
-    if not stats.source_complete:
-        context.log.warning(
-            f"{corpus_source.describe()} could not be read whole, so no document was marked deleted for being absent "
-            f"from it: {'; '.join(stats.source_problems)}. Fix the source and rerun to apply its deletions."
-        )
-    context.log.info(
-        f"shard {shard}: {stats.live} documents (+{stats.added} ~{stats.changed} -{stats.deleted}), "
-        f"{stats.quarantined} quarantined"
-    )
     return MaterializeResult(
-        metadata={
-            "dagster/row_count": stats.live,
-            "added": stats.added,
-            "changed": stats.changed,
-            "deleted": stats.deleted,
-            "unchanged": stats.unchanged,
-            "quarantined": stats.quarantined,
-            "quarantine_reasons": dict(stats.quarantine_reasons),
-            "modalities": dict(stats.modalities),
-            "source": corpus_source.describe(),
-            "source_complete": stats.source_complete,
-            "source_problems": "; ".join(stats.source_problems) or "none",
-            "allow_mass_delete": config.allow_mass_delete,
-            "table_uri": f"{lancedb.uri}/documents.lance",
-        }
+        metadata=sync_shard(context.log, corpus_source, lancedb, context.partition_key, config.allow_mass_delete)
     )

@@ -7,6 +7,27 @@ from partitions import shard_partitions
 from resources.lance_store import LanceDBResource
 
 
+def deduplicate_shard(log, lancedb: LanceDBResource, shard: str) -> dict:
+    """One shard of the dedup stage; its materialization's metadata. The asset and the change job share it."""
+    stats = dedup_shard(lancedb.store(), shard, MinHasher())
+    log.info(
+        f"shard {shard}: {stats.self_representatives} representatives, "
+        f"{stats.exact_duplicates} exact and {stats.near_duplicates} near duplicates"
+    )
+    return {
+        "dagster/row_count": stats.documents,
+        "representatives": stats.self_representatives,
+        "exact_duplicates": stats.exact_duplicates,
+        "near_duplicates": stats.near_duplicates,
+        "contents_signed": stats.contents_signed,
+        "contents_banded": stats.contents_banded,
+        "rows_written": stats.rows_written,
+        "rows_removed": stats.rows_removed,
+        "minhash": f"{NUM_PERM} permutations, char 3-grams, LSH {BANDS}x{ROWS_PER_BAND}",
+        "near_duplicate_jaccard": NEAR_DUPLICATE_JACCARD,
+    }
+
+
 @asset(
     partitions_def=shard_partitions,
     group_name="dedup",
@@ -16,22 +37,4 @@ from resources.lance_store import LanceDBResource
 )
 def dedup_signatures(context: AssetExecutionContext, lancedb: LanceDBResource) -> MaterializeResult:
     """MinHash signatures, LSH band rows and the representative of every document in the shard."""
-    stats = dedup_shard(lancedb.store(), context.partition_key, MinHasher())
-    context.log.info(
-        f"shard {context.partition_key}: {stats.self_representatives} representatives, "
-        f"{stats.exact_duplicates} exact and {stats.near_duplicates} near duplicates"
-    )
-    return MaterializeResult(
-        metadata={
-            "dagster/row_count": stats.documents,
-            "representatives": stats.self_representatives,
-            "exact_duplicates": stats.exact_duplicates,
-            "near_duplicates": stats.near_duplicates,
-            "contents_signed": stats.contents_signed,
-            "contents_banded": stats.contents_banded,
-            "rows_written": stats.rows_written,
-            "rows_removed": stats.rows_removed,
-            "minhash": f"{NUM_PERM} permutations, char 3-grams, LSH {BANDS}x{ROWS_PER_BAND}",
-            "near_duplicate_jaccard": NEAR_DUPLICATE_JACCARD,
-        }
-    )
+    return MaterializeResult(metadata=deduplicate_shard(context.log, lancedb, context.partition_key))

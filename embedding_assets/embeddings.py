@@ -10,19 +10,79 @@ from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 
 
-def _log_progress(context: AssetExecutionContext, model_version: str):
-    def log(progress: Progress) -> None:
-        context.log.info(
+def _log_progress(log, model_version: str):
+    def report(progress: Progress) -> None:
+        log.info(
             f"{model_version} shard {progress.shard}: {progress.documents_done}/{progress.documents_total} documents, "
             f"{progress.docs_per_second:.1f} docs/s, ETA {progress.eta_seconds:.0f}s"
         )
 
-    return log
+    return report
 
 
 class EmbeddingsConfig(Config):
     # Representatives encoded and committed together: what a killed run can lose.
     commit_group_contents: int = COMMIT_GROUP_CONTENTS
+
+
+def embed_partition(
+    log,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
+    model_version: str,
+    shard: str,
+    commit_group: int = COMMIT_GROUP_CONTENTS,
+) -> dict:
+    """One (version, shard) of the embeddings stage; its materialization's metadata. The asset and the change
+    job share it; the model loads once per run (the resource keeps it)."""
+    spec = model_registry.spec(model_version)
+    store = lancedb.store()
+    stats = embed_shard(
+        store,
+        spec,
+        lambda: model_registry.encoder(spec),
+        shard,
+        lambda: datetime.now(timezone.utc),
+        _log_progress(log, model_version),
+        commit_group,
+    )
+    if stats.undeduplicated:
+        log.warning(f"{stats.undeduplicated} documents had no current signature: materialize dedup_signatures")
+    if stats.skipped_modality:
+        log.info(f"{model_version} embeds text only: {stats.skipped_modality} images without text skipped")
+    log.info(
+        f"{model_version} shard {shard}: {stats.model_calls} model calls, {stats.vectors_written} vectors written, "
+        f"{stats.up_to_date} up to date, {stats.restored} restored from retained vectors, "
+        f"{stats.rows_retained} rows retained, {stats.quarantined} quarantined"
+    )
+    table = store.open_embeddings_table(model_version)
+    return {
+        "dagster/row_count": stats.documents,
+        "model_calls": stats.model_calls,
+        "windows_encoded": stats.windows_encoded,
+        "images_encoded": stats.images_encoded,
+        "skipped_modality": stats.skipped_modality,
+        "batches": stats.batches,
+        "tokens": stats.tokens,
+        "vectors_written": stats.vectors_written,
+        "documents_written": stats.documents_written,
+        "up_to_date": stats.up_to_date,
+        "reused_cache": stats.reused["cache"],
+        "reused_exact_dup": stats.reused["exact_dup"],
+        "reused_near_dup": stats.reused["near_dup"],
+        "rows_deleted": stats.rows_deleted,
+        # Deleted or changed content's rows kept for the retention window, and documents brought back from them.
+        "rows_retained": stats.rows_retained,
+        "restored_from_retained": stats.restored,
+        "quarantined": stats.quarantined,
+        "quarantine_reasons": dict(stats.quarantine_reasons),
+        "docs_per_second": round(stats.docs_per_second, 1),
+        "wall_seconds": round(stats.seconds, 2),
+        "table": embeddings_table_name(model_version),
+        "table_version": table.version,
+        # Where the model ran and its backoffs; a hosted model's requests, retries, tokens and cost.
+        **(stats.encoder.metadata() if stats.encoder else {"device": "not loaded"}),
+    }
 
 
 @asset(
@@ -41,54 +101,8 @@ def embeddings(
 ) -> MaterializeResult:
     """Vectors of the shard's documents for one model version; only unseen content reaches the model."""
     keys = context.partition_key.keys_by_dimension
-    model_version, shard = keys["model_version"], keys["shard"]
-    spec = model_registry.spec(model_version)
-    store = lancedb.store()
-    stats = embed_shard(
-        store,
-        spec,
-        lambda: model_registry.encoder(spec),
-        shard,
-        lambda: datetime.now(timezone.utc),
-        _log_progress(context, model_version),
-        config.commit_group_contents,
-    )
-    if stats.undeduplicated:
-        context.log.warning(f"{stats.undeduplicated} documents had no current signature: materialize dedup_signatures")
-    if stats.skipped_modality:
-        context.log.info(f"{model_version} embeds text only: {stats.skipped_modality} images without text skipped")
-    context.log.info(
-        f"{model_version} shard {shard}: {stats.model_calls} model calls, {stats.vectors_written} vectors written, "
-        f"{stats.up_to_date} up to date, {stats.restored} restored from retained vectors, "
-        f"{stats.rows_retained} rows retained, {stats.quarantined} quarantined"
-    )
-    table = store.open_embeddings_table(model_version)
     return MaterializeResult(
-        metadata={
-            "dagster/row_count": stats.documents,
-            "model_calls": stats.model_calls,
-            "windows_encoded": stats.windows_encoded,
-            "images_encoded": stats.images_encoded,
-            "skipped_modality": stats.skipped_modality,
-            "batches": stats.batches,
-            "tokens": stats.tokens,
-            "vectors_written": stats.vectors_written,
-            "documents_written": stats.documents_written,
-            "up_to_date": stats.up_to_date,
-            "reused_cache": stats.reused["cache"],
-            "reused_exact_dup": stats.reused["exact_dup"],
-            "reused_near_dup": stats.reused["near_dup"],
-            "rows_deleted": stats.rows_deleted,
-            # Deleted or changed content's rows kept for the retention window, and documents brought back from them.
-            "rows_retained": stats.rows_retained,
-            "restored_from_retained": stats.restored,
-            "quarantined": stats.quarantined,
-            "quarantine_reasons": dict(stats.quarantine_reasons),
-            "docs_per_second": round(stats.docs_per_second, 1),
-            "wall_seconds": round(stats.seconds, 2),
-            "table": embeddings_table_name(model_version),
-            "table_version": table.version,
-            # Where the model ran and its backoffs; a hosted model's requests, retries, tokens and cost.
-            **(stats.encoder.metadata() if stats.encoder else {"device": "not loaded"}),
-        }
+        metadata=embed_partition(
+            context.log, lancedb, model_registry, keys["model_version"], keys["shard"], config.commit_group_contents
+        )
     )

@@ -31,6 +31,26 @@ class IndexConfig(Config):
     ann_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
 
 
+def index_version(log, lancedb: LanceDBResource, model_version: str, config: IndexConfig) -> dict:
+    """The index stage for one version; its materialization's metadata. The asset and the change job share it."""
+    store = lancedb.store()
+    stats = build_index(
+        store,
+        model_version,
+        config.ann_min_rows,
+        config.ann_index_type,
+        protected_table_versions(store, model_version),
+    )
+    log.info(f"{model_version}: {stats.rows} rows, search {stats.search_mode}")
+    return {
+        "dagster/row_count": stats.rows,
+        "table_version": stats.table_version,
+        "ann_index": stats.ann_index,
+        "search_mode": stats.search_mode,
+        "scalar_indexes": ", ".join(stats.scalar_indexes),
+    }
+
+
 @asset(
     partitions_def=model_version_partitions,
     group_name="index",
@@ -41,24 +61,7 @@ class IndexConfig(Config):
 )
 def lance_index(context: AssetExecutionContext, config: IndexConfig, lancedb: LanceDBResource) -> MaterializeResult:
     """The version's table, compacted, with scalar indexes and (when large enough) an ANN index."""
-    store = lancedb.store()
-    stats = build_index(
-        store,
-        context.partition_key,
-        config.ann_min_rows,
-        config.ann_index_type,
-        protected_table_versions(store, context.partition_key),
-    )
-    context.log.info(f"{context.partition_key}: {stats.rows} rows, search {stats.search_mode}")
-    return MaterializeResult(
-        metadata={
-            "dagster/row_count": stats.rows,
-            "table_version": stats.table_version,
-            "ann_index": stats.ann_index,
-            "search_mode": stats.search_mode,
-            "scalar_indexes": ", ".join(stats.scalar_indexes),
-        }
-    )
+    return MaterializeResult(metadata=index_version(context.log, lancedb, context.partition_key, config))
 
 
 class LiveIndexConfig(Config):
@@ -102,60 +105,54 @@ def _write_to_pin_seconds(store: LanceStore, model_version: str, table_version: 
     return round((pinned_at - written).total_seconds(), 3)
 
 
-def _advance_pin(
-    context: AssetExecutionContext,
+def advance_live_pin(
+    log,
     store: LanceStore,
     live: tuple[ModelSpec, object],
     alias: Alias,
     eval_set: EvalSet,
     tolerance: float,
-) -> MaterializeResult:
+) -> dict:
     """Move the live pin to the table's latest version once its gates pass; else readers stay put."""
     latest = store.open_embeddings_table(alias.model_version).version
     if latest == alias.table_version:
         reason = f"already live at table version {latest}"
-        context.log.info(f"{LIVE_ALIAS} stays on {alias.model_version}: {reason}")
-        return MaterializeResult(
-            metadata={
-                "decision": "kept",
-                "model_version": alias.model_version,
-                "table_version": latest,
-                "reasons": reason,
-            }
-        )
+        log.info(f"{LIVE_ALIAS} stays on {alias.model_version}: {reason}")
+        return {
+            "decision": "kept",
+            "model_version": alias.model_version,
+            "table_version": latest,
+            "reasons": reason,
+        }
     decision = decide_advance(store, live, alias.table_version, eval_set.queries, tolerance)
     now = datetime.now(timezone.utc)
     record_verdict(store, decision.verdict, now)
     metadata = _decision_metadata(decision, alias.model_version, eval_set)
     if not decision.promote:
-        context.log.warning(
+        log.warning(
             f"{LIVE_ALIAS} held on {alias.model_version} table version {alias.table_version}: table version "
             f"{decision.table_version} failed its gates: " + "; ".join(decision.reasons)
         )
-        return MaterializeResult(
-            metadata={
-                "decision": "held",
-                "model_version": alias.model_version,
-                "table_version": alias.table_version,
-                **metadata,
-            }
-        )
+        return {
+            "decision": "held",
+            "model_version": alias.model_version,
+            "table_version": alias.table_version,
+            **metadata,
+        }
     switched = switch_alias(store, alias.model_version, decision.table_version, "live_index (advance)", now)
     seconds = _write_to_pin_seconds(store, alias.model_version, decision.table_version, now)
-    context.log.info(
+    log.info(
         f"{LIVE_ALIAS} advanced on {alias.model_version} from table version {alias.table_version} to "
         f"{switched.table_version}, {seconds}s after its last write"
     )
-    return MaterializeResult(
-        metadata={
-            "decision": "advanced",
-            "model_version": switched.model_version,
-            "table_version": switched.table_version,
-            "table_version_before": alias.table_version,
-            "write_to_pin_seconds": seconds,
-            **metadata,
-        }
-    )
+    return {
+        "decision": "advanced",
+        "model_version": switched.model_version,
+        "table_version": switched.table_version,
+        "table_version_before": alias.table_version,
+        "write_to_pin_seconds": seconds,
+        **metadata,
+    }
 
 
 @asset(group_name="index", kinds={"lancedb"}, deps=[lance_index], automation_condition=AutomationCondition.eager())
@@ -176,9 +173,10 @@ def live_index(
     eval_set = promotion_policy.eval_set(store)
     candidate = config.model_version or _awaiting_promotion(context, store, registry)
     if (candidate is None or candidate == live) and alias is not None and live in registry.specs:
-        return _advance_pin(
-            context, store, model_registry.loaded(live), alias, eval_set, promotion_policy.recall_tolerance
+        advanced = advance_live_pin(
+            context.log, store, model_registry.loaded(live), alias, eval_set, promotion_policy.recall_tolerance
         )
+        return MaterializeResult(metadata=advanced)
     if candidate is None or candidate == live:
         reason = "already live" if candidate else "no registered version awaits promotion"
         context.log.info(f"{LIVE_ALIAS} stays on {live}: {reason}")

@@ -8,6 +8,7 @@ vectors runs daily on its schedule.
 from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job, job
 
 from embedding_assets.alias_ops import drop_retired_tables, switch_live_alias_back
+from embedding_assets.change_job import apply_change_job
 from embedding_assets.corpus import corpus
 from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
@@ -39,6 +40,7 @@ def retained_gc_job():
 
 
 all_jobs = [
+    apply_change_job,
     corpus_job,
     dedup_job,
     embed_job,

@@ -145,37 +145,45 @@ def run_pipeline(
     return report
 
 
-@dataclass
-class ExecutedRun:
-    job_name: str
-    partition_key: str
+@dataclass(frozen=True)
+class Materialized:
+    """One materialization a change run reported: which asset, which partition, its metadata."""
+
+    asset: str
+    partition: str | None
     metadata: dict
 
 
-RUN_ASSET = {corpus_job.name: "corpus", dedup_job.name: "dedup_signatures", embed_job.name: "embeddings"}
+def _materializations(result) -> list[Materialized]:
+    return [
+        Materialized(
+            event.asset_key.to_user_string(),
+            event.partition,
+            {key: value.value for key, value in event.metadata.items()},
+        )
+        for event in (e.event_specific_data.materialization for e in result.all_events if e.is_step_materialization)
+    ]
 
 
 def apply_source_changes(
-    defs: Definitions, instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 20
-) -> tuple[str | None, list[ExecutedRun]]:
+    defs: Definitions, instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 5
+) -> tuple[str | None, list[Materialized]]:
     """What the daemon does with `corpus_change_sensor`, in-process: tick it and run what it asks
-    for, until it settles. Returns the sensor's cursor and the runs made."""
-    executed: list[ExecutedRun] = []
+    for, until it settles. Returns the sensor's cursor and what the runs materialized."""
+    made: list[Materialized] = []
     for _ in range(max_ticks):
         with build_sensor_context(
             instance=instance, definitions=defs, resources=defs.resources, cursor=cursor
         ) as context:
             result = defs.resolve_sensor_def(corpus_change_sensor.name)(context)
         if isinstance(result, SkipReason):
-            return cursor, executed
+            return cursor, made
         cursor = result.cursor
+        if not result.run_requests:
+            return cursor, made
         for request in result.run_requests:
             run = defs.resolve_job_def(request.job_name).execute_in_process(
-                partition_key=request.partition_key, tags=request.tags, instance=instance
+                run_config=request.run_config, tags=request.tags, instance=instance
             )
-            executed.append(
-                ExecutedRun(request.job_name, str(request.partition_key), _metadata(run, RUN_ASSET[request.job_name]))
-            )
-        if not result.run_requests and "batch" not in (cursor or ""):
-            return cursor, executed
+            made += _materializations(run)
     raise RuntimeError(f"corpus_change_sensor did not settle in {max_ticks} ticks")

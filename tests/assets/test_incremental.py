@@ -5,6 +5,7 @@ import pytest
 from dagster import instance_for_test
 
 from embedding_assets.cli.pipeline_runner import apply_source_changes, run_pipeline
+from embedding_assets.core.aliases import current_alias
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.store import LanceStore, scan
 from embedding_assets.core.text import content_hash, normalize_text
@@ -13,8 +14,8 @@ from tests.builders import DEFAULT_VERSION, make_resources, near_duplicate_pair,
 
 
 def drive(defs, instance, cursor=None):
-    cursor, runs = apply_source_changes(defs, instance, cursor)
-    return cursor, [(run.job_name, run.partition_key, run.metadata) for run in runs]
+    cursor, made = apply_source_changes(defs, instance, cursor)
+    return cursor, [(m.asset, m.partition, m.metadata) for m in made]
 
 
 @pytest.fixture
@@ -54,14 +55,17 @@ def test_a_change_costs_only_what_changed(graph, sample_records):
     write_jsonl(corpus_path, records)
 
     cursor, executed = drive(defs, instance, cursor)
-    runs = {job: [key for j, key, _ in executed if j == job] for job in ("corpus_job", "dedup_job", "embed_job")}
+    # One run for the whole change, reporting a materialization per partition it wrote.
+    runs = {a: [key for name, key, _ in executed if name == a] for a in ("corpus", "dedup_signatures", "embeddings")}
     touched = {shard_of(d) for d in (representative, edited["id"], "brand-new", near_id)}
-    assert set(runs["corpus_job"]) == touched
-    assert set(runs["dedup_job"]) >= touched | {shard_of(survivor)}
-    assert len(runs["dedup_job"]) < 16
-    assert {key.split("|")[1] for key in runs["embed_job"]} == set(runs["dedup_job"])
+    assert set(runs["corpus"]) == touched
+    assert set(runs["dedup_signatures"]) >= touched | {shard_of(survivor)}
+    assert len(runs["dedup_signatures"]) < 16
+    assert {key.split("|")[1] for key in runs["embeddings"]} == set(runs["dedup_signatures"])
+    live = [metadata for name, _, metadata in executed if name == "live_index"]
+    assert live and live[0]["decision"] == "advanced" and live[0]["change_to_searchable_seconds"] > 0
 
-    calls = sum(metadata["model_calls"] for job, _, metadata in executed if job == "embed_job")
+    calls = sum(metadata["model_calls"] for name, _, metadata in executed if name == "embeddings")
     # The edited text, the new document, and the survivor of the deleted representative: nothing else.
     assert calls == 3
 
@@ -85,6 +89,7 @@ def test_a_change_costs_only_what_changed(graph, sample_records):
 
     index = defs.resolve_job_def("index_job").execute_in_process(partition_key=DEFAULT_VERSION, instance=instance)
     assert all(e.passed for e in index.get_asset_check_evaluations() if e.check_name != "quarantine_check")
+    assert current_alias(store).table_version == live[0]["table_version"]
 
     _, again = drive(defs, instance, cursor)
     assert again == []

@@ -36,7 +36,7 @@ class Source:
     def write(self, records: list[dict]) -> dict:
         write_jsonl(self.corpus_path, records)
         self.cursor, runs = apply_source_changes(self.defs, self.instance, self.cursor)
-        embedded = [run.metadata for run in runs if run.job_name == "embed_job"]
+        embedded = [m.metadata for m in runs if m.asset == "embeddings"]
         assert embedded, "the change ran no embedding"
         return {
             key: sum(m[key] for m in embedded) for key in ("model_calls", "rows_retained", "restored_from_retained")

@@ -1,0 +1,113 @@
+"""`apply_change_job`: one run applies a change of the source, whatever the number of shards it touches.
+
+A 1 % edit spreads over every shard. As one run per partition it paid Dagster's bookkeeping and a
+model load for each of them; here one run goes through the phases in order (corpus for the
+touched shards, dedup for those whose representatives may move, embeddings of those shards for
+every registered version with each model loaded once, then each version's index, and the live
+pin's advance through the gates). Each phase reports a materialization per partition it wrote,
+through the same functions the assets use, so the UI's partition view stays true.
+"""
+
+import time
+
+from dagster import (
+    AssetMaterialization,
+    Config,
+    OpExecutionContext,
+    in_process_executor,
+    job,
+    op,
+)
+
+from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
+from embedding_assets.corpus import sync_shard
+from embedding_assets.dedup import deduplicate_shard
+from embedding_assets.embeddings import embed_partition
+from embedding_assets.index import IndexConfig, advance_live_pin, index_version
+from partitions import embedding_partition_key, model_version_partitions
+from resources.corpus_source import CorpusSourceResource
+from resources.lance_store import LanceDBResource
+from resources.model_registry import ModelRegistryResource
+from resources.promotion_policy import PromotionPolicyResource
+
+
+class ChangeConfig(Config):
+    # What the change touches (see core/change_plan.py): shards to re-ingest, and to re-deduplicate and embed.
+    ingest_shards: list[str]
+    dedup_shards: list[str]
+    # When the change was seen (epoch seconds): the run reports the time from then to searchable.
+    detected_at: float = 0.0
+    allow_mass_delete: bool = False
+
+
+def _report(context: OpExecutionContext, asset: str, partition: str | None, metadata: dict) -> None:
+    context.log_event(AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))
+
+
+@op
+def ingest_change(
+    context: OpExecutionContext, config: ChangeConfig, corpus_source: CorpusSourceResource, lancedb: LanceDBResource
+) -> dict:
+    for shard in config.ingest_shards:
+        metadata = sync_shard(context.log, corpus_source, lancedb, shard, config.allow_mass_delete)
+        _report(context, "corpus", shard, metadata)
+    return {"shards": config.dedup_shards, "detected_at": config.detected_at}
+
+
+@op
+def deduplicate_change(context: OpExecutionContext, change: dict, lancedb: LanceDBResource) -> dict:
+    for shard in change["shards"]:
+        _report(context, "dedup_signatures", shard, deduplicate_shard(context.log, lancedb, shard))
+    return change
+
+
+@op
+def embed_change(
+    context: OpExecutionContext, change: dict, lancedb: LanceDBResource, model_registry: ModelRegistryResource
+) -> dict:
+    """Every registered version: the live one, candidates being backfilled, and the previous one (rollback)."""
+    versions = context.instance.get_dynamic_partitions(model_version_partitions.name)
+    calls = 0
+    for version in versions:
+        for shard in change["shards"]:
+            metadata = embed_partition(context.log, lancedb, model_registry, version, shard)
+            calls += metadata["model_calls"]
+            _report(context, "embeddings", embedding_partition_key(version, shard), metadata)
+    context.log.info(f"change embedded with {calls} model calls over {len(versions)} version(s)")
+    return {**change, "versions": versions}
+
+
+@op
+def index_and_advance(
+    context: OpExecutionContext,
+    change: dict,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
+    promotion_policy: PromotionPolicyResource,
+) -> None:
+    for version in change["versions"]:
+        _report(context, "lance_index", version, index_version(context.log, lancedb, version, IndexConfig()))
+    store = lancedb.store()
+    alias = current_alias(store, LIVE_ALIAS)
+    if alias is None or alias.model_version not in model_registry.registry().specs:
+        context.log.info("nothing is live yet: the change is indexed, promotion is live_index's to decide")
+        return
+    metadata = advance_live_pin(
+        context.log,
+        store,
+        model_registry.loaded(alias.model_version),
+        alias,
+        promotion_policy.eval_set(store),
+        promotion_policy.recall_tolerance,
+    )
+    if change["detected_at"] and metadata["decision"] == "advanced":
+        metadata["change_to_searchable_seconds"] = round(time.time() - change["detected_at"], 3)
+    _report(context, "live_index", None, metadata)
+
+
+@job(
+    executor_def=in_process_executor,
+    description="Apply one change of the source in one run: corpus, dedup, embeddings, index, then the live pin.",
+)
+def apply_change_job():
+    index_and_advance(embed_change(deduplicate_change(ingest_change())))
