@@ -1,7 +1,8 @@
-"""Materialize the whole graph in-process on a Dagster instance, partition by partition.
+"""Materialize the whole graph in-process on a Dagster instance: what `make demo` runs.
 
-This is what `make demo` runs. Each partition is its own run in the instance, so every run,
-materialization and check evaluation shows in the UI (`make ui`) exactly as if launched there.
+A first build runs each partition as its own run in the instance; later builds apply the source's
+change as `corpus_change_sensor` does, in one `apply_change_job` run over what changed. Every
+run, materialization and check evaluation shows in the UI (`make ui`) exactly as if launched there.
 """
 
 import time
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 
 from dagster import DagsterInstance, Definitions, SkipReason, build_sensor_context
 
+from embedding_assets.core.documents import LIVE_DOCUMENTS
+from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.jobs import corpus_job, dedup_job, embed_job, export_job, index_job, live_index_job
 from partitions import embedding_partition_key, model_version_partitions, shard_partitions
 from sensors.corpus_change import corpus_change_sensor
@@ -52,13 +55,32 @@ def _add(counter: Counter, metadata: dict, fields: dict[str, str]) -> None:
         counter[total] += int(metadata.get(key, 0) or 0)
 
 
+CORPUS_TOTALS = {"documents": "dagster/row_count", "corpus_quarantined": "quarantined", "deleted": "deleted"}
+DEDUP_TOTALS = {"exact_duplicates": "exact_duplicates", "near_duplicates": "near_duplicates"}
+EMBEDDING_TOTALS = {
+    name: name
+    for name in (
+        "model_calls",
+        "vectors_written",
+        "quarantined",
+        "skipped_modality",
+        "reused_exact_dup",
+        "reused_near_dup",
+        "reused_cache",
+        "tokens",
+    )
+}
+
+
 def run_pipeline(
     defs: Definitions,
     instance: DagsterInstance,
     say: Callable[[str], None] = print,
     allow_mass_delete: bool = False,
 ) -> PipelineReport:
-    """`allow_mass_delete` lets the corpus runs mark more documents deleted than the source's limit allows."""
+    """Build every registered version; on a store built before, apply the source's change as the sensor does
+    (one run over what changed) and embed only versions that have no table yet. `allow_mass_delete` lets the
+    corpus runs mark more documents deleted than the source's limit allows."""
     started = time.monotonic()
     report = PipelineReport()
     registry = defs.resources["model_registry"].registry()
@@ -74,39 +96,36 @@ def run_pipeline(
             partition_key=partition_key, instance=instance, run_config=run_config, raise_on_error=raise_on_error
         )
 
-    corpus_config = {**QUIET_RUN_CONFIG, "ops": {"corpus": {"config": {"allow_mass_delete": allow_mass_delete}}}}
-
-    say(f"corpus: {len(shards)} shards")
-    for shard in shards:
-        metadata = _metadata(execute(corpus_job, shard, run_config=corpus_config), "corpus")
-        _add(
-            report.totals,
-            metadata,
-            {"documents": "dagster/row_count", "corpus_quarantined": "quarantined", "deleted": "deleted"},
-        )
-    say(f"dedup: {len(shards)} shards")
-    for shard in shards:
-        metadata = _metadata(execute(dedup_job, shard), "dedup_signatures")
-        _add(report.totals, metadata, {"exact_duplicates": "exact_duplicates", "near_duplicates": "near_duplicates"})
-    for version in versions:
-        say(f"embeddings: {version} over {len(shards)} shards")
-        counter = report.per_version.setdefault(version, Counter())
+    store = defs.resources["lancedb"].store()
+    if store.table("documents").count_rows():
+        # Built before: a change of the source takes the sensor's path, one run over what it touches.
+        say("source changes: what corpus_change_sensor would run (one apply_change_job run)")
+        _, made = apply_source_changes(defs, instance, allow_mass_delete=allow_mass_delete)
+        for change in made:
+            _add(report.totals, change.metadata, CORPUS_TOTALS if change.asset == "corpus" else DEDUP_TOTALS)
+            if change.asset == "embeddings":
+                version = change.partition.split("|")[0]
+                _add(report.per_version.setdefault(version, Counter()), change.metadata, EMBEDDING_TOTALS)
+        report.totals["documents"] = store.table("documents").count_rows(LIVE_DOCUMENTS)
+        to_embed = [v for v in versions if not store.has_table(embeddings_table_name(v))]
+    else:
+        corpus_config = {**QUIET_RUN_CONFIG, "ops": {"corpus": {"config": {"allow_mass_delete": allow_mass_delete}}}}
+        say(f"corpus: {len(shards)} shards")
         for shard in shards:
-            metadata = _metadata(execute(embed_job, embedding_partition_key(version, shard)), "embeddings")
             _add(
-                counter,
-                metadata,
-                {
-                    "model_calls": "model_calls",
-                    "vectors_written": "vectors_written",
-                    "quarantined": "quarantined",
-                    "skipped_modality": "skipped_modality",
-                    "reused_exact_dup": "reused_exact_dup",
-                    "reused_near_dup": "reused_near_dup",
-                    "reused_cache": "reused_cache",
-                    "tokens": "tokens",
-                },
+                report.totals, _metadata(execute(corpus_job, shard, run_config=corpus_config), "corpus"), CORPUS_TOTALS
             )
+        say(f"dedup: {len(shards)} shards")
+        for shard in shards:
+            _add(report.totals, _metadata(execute(dedup_job, shard), "dedup_signatures"), DEDUP_TOTALS)
+        to_embed = versions
+    for version in versions:
+        counter = report.per_version.setdefault(version, Counter())
+        if version in to_embed:
+            say(f"embeddings: {version} over {len(shards)} shards")
+            for shard in shards:
+                metadata = _metadata(execute(embed_job, embedding_partition_key(version, shard)), "embeddings")
+                _add(counter, metadata, EMBEDDING_TOTALS)
         say(f"index and checks: {version}")
         result = execute(index_job, version, raise_on_error=False)
         counter["rows"] = int(_metadata(result, "lance_index").get("dagster/row_count", 0) or 0)
@@ -166,7 +185,11 @@ def _materializations(result) -> list[Materialized]:
 
 
 def apply_source_changes(
-    defs: Definitions, instance: DagsterInstance, cursor: str | None = None, max_ticks: int = 5
+    defs: Definitions,
+    instance: DagsterInstance,
+    cursor: str | None = None,
+    max_ticks: int = 5,
+    allow_mass_delete: bool = False,
 ) -> tuple[str | None, list[Materialized]]:
     """What the daemon does with `corpus_change_sensor`, in-process: tick it and run what it asks
     for, until it settles. Returns the sensor's cursor and what the runs materialized."""
@@ -182,8 +205,10 @@ def apply_source_changes(
         if not result.run_requests:
             return cursor, made
         for request in result.run_requests:
+            change = {**request.run_config["ops"]["ingest_change"]["config"], "allow_mass_delete": allow_mass_delete}
+            run_config = {"ops": {"ingest_change": {"config": change}}}
             run = defs.resolve_job_def(request.job_name).execute_in_process(
-                run_config=request.run_config, tags=request.tags, instance=instance
+                run_config=run_config, tags=request.tags, instance=instance
             )
             made += _materializations(run)
     raise RuntimeError(f"corpus_change_sensor did not settle in {max_ticks} ticks")
