@@ -35,3 +35,25 @@ def one_shard_records(texts: list[str], shard: str = "000") -> list[dict]:
     """The texts under ids that all fall in `shard`, so one run embeds them all."""
     ids = (f"bench-{n}" for n in range(10_000_000))
     return [{"id": next(i for i in ids if shard_of(i) == shard), "text": text} for text in texts]
+
+
+def varied_records(records: list[dict], size: int) -> list[dict]:
+    """At least `size` documents grown from the embedded corpus with real variations, as a team's corpus
+    grows: every original docstring; each docstring joined with the next one (a page that documents two
+    neighbouring APIs: new content, not a near duplicate); and originals under a second id prefixed
+    with their title (a copy with a heading: a near or exact duplicate, as real corpora hold)."""
+    texts = [r for r in records if r["text"].strip()]
+    varied = [{"id": r["id"], "title": r.get("title"), "text": r["text"]} for r in texts]
+    for first, second in zip(texts, texts[1:]):
+        varied.append(
+            {
+                "id": f"pair:{first['id']}+{second['id']}",
+                "title": first.get("title"),
+                "text": f"{first['text']}\n\n{second['text']}",
+            }
+        )
+    for r in texts[: max(0, size - len(varied))]:
+        varied.append(
+            {"id": f"titled:{r['id']}", "title": r.get("title"), "text": f"{r.get('title') or r['id']}: {r['text']}"}
+        )
+    return varied

@@ -38,7 +38,10 @@ class BenchDeployment:
         _, made = apply_source_changes(self.defs, self.instance)
         calls = sum(m.metadata.get("model_calls", 0) for m in made if m.asset == "embeddings")
         live = next((m.metadata for m in made if m.asset == "live_index"), {})
-        return {"model_calls": calls, "materializations": len(made), "live": live}
+        # Where the run's time went: each phase (op) of apply_change_job.
+        run = self.instance.get_runs(limit=1)[0]
+        phases = {s.step_key: round(s.end_time - s.start_time, 1) for s in self.instance.get_run_step_stats(run.run_id)}
+        return {"model_calls": calls, "materializations": len(made), "live": live, "phases": phases}
 
 
 def temporary_deployment(corpus_path: Path, cache_dir: Path):

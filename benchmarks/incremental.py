@@ -1,21 +1,23 @@
-"""Rows 2 and 3: call economy of a full build, and the cost of a 1 % change after it.
+"""Rows 2 and 3: call economy of a full build, and the cost of a change after it.
 
-The embedded default corpus, exported to JSONL so that 1 % of its documents can be edited;
-the change goes through corpus_change_sensor and the runs it asks for, as in production.
+The embedded default corpus grown to `documents` (20,000 by default: see `varied_records`),
+exported to JSONL so that it can be edited. Each change goes through corpus_change_sensor and
+the one run it asks for (index and live pin included), as in production: 1 % of the documents
+edited, then 10 deleted, then 10 added.
 """
 
 from pathlib import Path
 
-from benchmarks.corpora import stdlib_records, write_jsonl
+from benchmarks.corpora import stdlib_records, varied_records, write_jsonl
 from benchmarks.deployment import DEFAULT_VERSION, Stopwatch, temporary_deployment
 from benchmarks.table import Row, verdict
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.store import scan
 
 
-def run(work: Path, cache_dir: Path, change_share: float) -> list[Row]:
-    records = stdlib_records(cache_dir)
-    corpus = write_jsonl(work / "stdlib.jsonl", records)
+def run(work: Path, cache_dir: Path, change_share: float, documents: int = 20_000) -> list[Row]:
+    records = varied_records(stdlib_records(cache_dir), documents)
+    corpus = write_jsonl(work / "varied.jsonl", records)
     deployment, cleanup = temporary_deployment(corpus, cache_dir)
     try:
         with Stopwatch() as full:
@@ -34,6 +36,19 @@ def run(work: Path, cache_dir: Path, change_share: float) -> list[Row]:
         write_jsonl(corpus, edited)
         with Stopwatch() as incremental:
             change = deployment.apply_source_change()
+        # 10 documents deleted, then 10 added (texts of the corpus under new ids: content never embedded
+        # under them, so each addition is a lookup, or one call if its text is new to the version).
+        removed = {r["id"] for r in edited[1::997][:10]}
+        write_jsonl(corpus, [r for r in edited if r["id"] not in removed])
+        with Stopwatch() as deletion:
+            deletes = deployment.apply_source_change()
+        additions = [
+            {"id": f"added:{n}", "title": None, "text": f"Added note {n}: " + r["text"]}
+            for n, r in enumerate(edited[5::1999][:10])
+        ]
+        write_jsonl(corpus, [r for r in edited if r["id"] not in removed] + additions)
+        with Stopwatch() as addition:
+            adds = deployment.apply_source_change()
     finally:
         cleanup()
 
@@ -67,6 +82,18 @@ def run(work: Path, cache_dir: Path, change_share: float) -> list[Row]:
             wall_share,
             "≤ 5 % of full",
             verdict(wall_share <= 0.05),
-            "1 % of documents spread over every shard, applied by one apply_change_job run (index and pin included)",
+            "one apply_change_job run over every shard (index and pin included); phases (s): "
+            + ", ".join(f"{step} {seconds}" for step, seconds in change["phases"].items()),
+        ),
+        Row(
+            "3c. 10 deletes, then 10 additions",
+            f"{deletion.seconds:.1f} s ({deletes['model_calls']} calls); {addition.seconds:.1f} s "
+            f"({adds['model_calls']} calls)",
+            f"{full.seconds:.1f} s (full build)",
+            max(deletion.seconds, addition.seconds) / full.seconds,
+            "≤ 5 % of full",
+            verdict(max(deletion.seconds, addition.seconds) / full.seconds <= 0.05),
+            f"pin advanced: {deletes['live'].get('decision')}, {adds['live'].get('decision')}; "
+            "one call per added text, none per delete",
         ),
     ]

@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--rows", default=ALL_ROWS, help="which rows to run")
     parser.add_argument("--documents", type=int, default=2000, help="row 1 and 7: distinct documents")
     parser.add_argument("--change-share", type=float, default=0.01, help="row 3: share of documents edited")
+    parser.add_argument("--change-documents", type=int, default=20_000, help="rows 2-3: corpus size (varied)")
     parser.add_argument("--lsh-documents", type=int, default=100_000, help="row 4: synthetic corpus size")
     parser.add_argument("--lance-rows", type=int, default=1_000_000, help="row 5: vectors")
     parser.add_argument("--memory-documents", type=int, default=400, help="row 6: the smaller size (the other is 10×)")
@@ -55,7 +56,7 @@ def main() -> None:
         work = Path(scratch)
         steps = [
             ("1", lambda: pipeline_overhead.run(work, cache, args.documents, args.device)),
-            ("2", lambda: incremental.run(work, cache, args.change_share)),
+            ("2", lambda: incremental.run(work, cache, args.change_share, args.change_documents)),
             ("4", lambda: minhash_lsh.run(work, cache, args.lsh_documents)),
             ("5", lambda: lancedb_index.run(work, args.lance_rows)),
             ("6", lambda: memory.run(work, cache, args.memory_documents)),
