@@ -82,7 +82,8 @@ def run(work: Path, cache_dir: Path, change_share: float, documents: int = 20_00
             wall_share,
             "≤ 5 % of full",
             verdict(wall_share <= 0.05),
-            "one apply_change_job run over every shard (index and pin included); phases (s): "
+            f"one apply_change_job run over every shard; pin {change['live'].get('decision')}, "
+            f"{change['live'].get('write_to_pin_seconds')} s from the last write to the pin; phases (s): "
             + ", ".join(f"{step} {seconds}" for step, seconds in change["phases"].items()),
         ),
         Row(
