@@ -35,7 +35,8 @@ class ChangeConfig(Config):
     # What the change touches (see core/change_plan.py): shards to re-ingest, and to re-deduplicate and embed.
     ingest_shards: list[str]
     dedup_shards: list[str]
-    # When the change was seen (epoch seconds): the run reports the time from then to searchable.
+    # When the source changed, or else when the change was seen (epoch seconds): the run reports the
+    # time from then until the change is searchable through the live pin.
     detected_at: float = 0.0
     allow_mass_delete: bool = False
 

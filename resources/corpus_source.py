@@ -7,7 +7,13 @@ from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
 from embedding_assets.core.corpus_sync import MassDeleteGuard
-from embedding_assets.core.sources import SourceRecord, describe_source, iter_source, source_fingerprint
+from embedding_assets.core.sources import (
+    SourceRecord,
+    describe_source,
+    iter_source,
+    source_fingerprint,
+    source_last_modified,
+)
 
 
 class CorpusSourceResource(ConfigurableResource):
@@ -31,6 +37,9 @@ class CorpusSourceResource(ConfigurableResource):
 
     def fingerprint(self) -> str:
         return source_fingerprint(self.uri, self._client())
+
+    def last_modified(self) -> float | None:
+        return source_last_modified(self.uri, self._client())
 
     def describe(self) -> str:
         return describe_source(self.uri)

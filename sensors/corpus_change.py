@@ -66,7 +66,8 @@ def corpus_change_sensor(
         return SensorResult(
             skip_reason=SkipReason("nothing built yet"), cursor=json.dumps({"fingerprint": fingerprint})
         )
-    detected_at = time.time()
+    # Freshness counts from the edit where the source can tell (file times, S3 LastModified).
+    detected_at = corpus_source.last_modified() or time.time()
     plan = plan_changes(store, corpus_source.read(None), MinHasher())
     if plan.empty:
         return SensorResult(

@@ -19,6 +19,7 @@ from embedding_assets.core.sources import (
     SourceUnavailable,
     belongs_to_shard,
     iter_source,
+    source_last_modified,
 )
 from embedding_assets.core.store import scan
 from resources.deployments import PROJECT_ROOT
@@ -295,3 +296,14 @@ def test_an_s3_object_that_cannot_be_read_deletes_nothing(bucket, tmp_path, stor
     stats = [sync_corpus_shard(store, _of_shard(records, shard), shard, T2) for shard in shard_keys()]
     _assert_nothing_deleted(stats, store, live_before, "unreadable_object")
     assert _quarantine(store)[f"{vanished}.txt"]["reason"] == "unreadable_object"
+
+
+def test_the_source_says_when_it_last_changed(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    for name, stamp in (("a.txt", 1_700_000_000), ("sub/b.md", 1_700_000_500)):
+        (folder / name).write_text("some text", encoding="utf-8")
+        os.utime(folder / name, (stamp, stamp))
+    assert source_last_modified(str(folder)) == 1_700_000_500
+    assert source_last_modified(str(folder / "a.txt")) == 1_700_000_000
+    assert source_last_modified("stdlib") is None

@@ -6,6 +6,7 @@ from embedding_assets.core.sources.dispatch import (
     describe_source,
     iter_source,
     source_fingerprint,
+    source_last_modified,
 )
 from embedding_assets.core.sources.records import SourceDocument, SourceRecord, SourceRejection, SourceUnavailable
 
@@ -19,4 +20,5 @@ __all__ = [
     "describe_source",
     "iter_source",
     "source_fingerprint",
+    "source_last_modified",
 ]

@@ -10,10 +10,15 @@ from pathlib import Path
 
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources.jsonl import iter_jsonl
-from embedding_assets.core.sources.local_files import iter_directory, local_fingerprint, local_image_reader
+from embedding_assets.core.sources.local_files import (
+    iter_directory,
+    local_fingerprint,
+    local_image_reader,
+    local_last_modified,
+)
 from embedding_assets.core.sources.parquet import iter_parquet
 from embedding_assets.core.sources.records import SourceRecord, SourceRejection
-from embedding_assets.core.sources.s3 import iter_s3, s3_fingerprint
+from embedding_assets.core.sources.s3 import iter_s3, s3_fingerprint, s3_last_modified
 from embedding_assets.core.sources.skimage_corpus import skimage_corpus_path
 from embedding_assets.core.sources.skimage_corpus import source_uri as skimage_source_uri
 from embedding_assets.core.sources.stdlib_corpus import SOURCE_URI as STDLIB_SOURCE_URI
@@ -34,6 +39,15 @@ def source_fingerprint(uri: str, s3_client=None) -> str:
     if uri.startswith("s3://"):
         return s3_fingerprint(uri, s3_client)
     return local_fingerprint(Path(uri))
+
+
+def source_last_modified(uri: str, s3_client=None) -> float | None:
+    """When the source last changed (epoch seconds), where it can tell: the start of a change's freshness."""
+    if uri in EMBEDDED_CORPORA:
+        return None
+    if uri.startswith("s3://"):
+        return s3_last_modified(uri, s3_client)
+    return local_last_modified(Path(uri))
 
 
 def describe_source(uri: str) -> str:

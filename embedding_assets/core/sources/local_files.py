@@ -76,6 +76,14 @@ def iter_directory(root: Path, shard: str | None) -> Iterator[SourceRecord]:
         yield decode_text_file(data, doc_id, str(path))
 
 
+def local_last_modified(path: Path) -> float | None:
+    """The newest modification time (epoch seconds) of the file or of any file below the folder."""
+    if not path.exists():
+        return None
+    files = [file for file in _walk(path)[0] if file.is_file()] if path.is_dir() else [path]
+    return max((file.stat().st_mtime for file in files), default=None)
+
+
 def local_fingerprint(path: Path) -> str:
     """Names, sizes and modification times of the file, or of every file below the folder."""
     if not path.exists():

@@ -113,3 +113,8 @@ def iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
 def s3_fingerprint(uri: str, client) -> str:
     _, _, objects = _s3_objects(uri, client)
     return hashlib.sha256("".join(f"{o['Key']}\0{o['ETag']}\0{o['Size']}\n" for o in objects).encode()).hexdigest()
+
+
+def s3_last_modified(uri: str, client) -> float | None:
+    _, _, objects = _s3_objects(uri, client)
+    return max((o["LastModified"].timestamp() for o in objects), default=None)
