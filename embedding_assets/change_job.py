@@ -20,6 +20,8 @@ from dagster import (
 )
 
 from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
+from embedding_assets.core.dedup import SignatureIndex
+from embedding_assets.core.minhash import MinHasher
 from embedding_assets.corpus import sync_shard
 from embedding_assets.dedup import deduplicate_shard
 from embedding_assets.embeddings import embed_partition
@@ -57,8 +59,11 @@ def ingest_change(
 
 @op
 def deduplicate_change(context: OpExecutionContext, change: dict, lancedb: LanceDBResource) -> dict:
+    store = lancedb.store()
+    store.ensure_lookup_indexes()
+    index = SignatureIndex(store, MinHasher())
     for shard in change["shards"]:
-        _report(context, "dedup_signatures", shard, deduplicate_shard(context.log, lancedb, shard))
+        _report(context, "dedup_signatures", shard, deduplicate_shard(context.log, lancedb, shard, index))
     return change
 
 

@@ -1,15 +1,16 @@
 from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, asset
 
-from embedding_assets.core.dedup import dedup_shard
+from embedding_assets.core.dedup import SignatureIndex, dedup_shard
 from embedding_assets.core.minhash import BANDS, NEAR_DUPLICATE_JACCARD, NUM_PERM, ROWS_PER_BAND, MinHasher
 from embedding_assets.corpus import corpus
 from partitions import shard_partitions
 from resources.lance_store import LanceDBResource
 
 
-def deduplicate_shard(log, lancedb: LanceDBResource, shard: str) -> dict:
-    """One shard of the dedup stage; its materialization's metadata. The asset and the change job share it."""
-    stats = dedup_shard(lancedb.store(), shard, MinHasher())
+def deduplicate_shard(log, lancedb: LanceDBResource, shard: str, index: SignatureIndex | None = None) -> dict:
+    """One shard of the dedup stage; its materialization's metadata. The asset and the change job share it
+    (the job with one `index` for all its shards)."""
+    stats = dedup_shard(lancedb.store(), shard, MinHasher(), index)
     log.info(
         f"shard {shard}: {stats.self_representatives} representatives, "
         f"{stats.exact_duplicates} exact and {stats.near_duplicates} near duplicates"

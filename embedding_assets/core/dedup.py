@@ -91,6 +91,7 @@ class SignatureIndex:
         self.text_hashes = {content for content, modality in modalities.items() if modality == "text"}
         self._cache: dict[str, np.ndarray] = {}
         self.signed = 0
+        self._bands_complete = False
 
     def sign(self, texts: dict[str, str], keep: set[str] = frozenset()) -> dict[str, np.ndarray]:
         """Signatures of the given contents; those in `keep` stay cached for this run."""
@@ -101,7 +102,11 @@ class SignatureIndex:
         return signatures
 
     def complete_bands(self, keep: set[str]) -> int:
-        """Write band rows for every live text that has none; returns how many contents were signed."""
+        """Write band rows for every live text that has none; returns how many contents were signed.
+        Once per index: a run that deduplicates several shards shares one index."""
+        if self._bands_complete:
+            return 0
+        self._bands_complete = True
         banded = set(scan(self.bands, "band = 0", ["content_hash"]).column("content_hash").to_pylist())
         missing = sorted(self.text_hashes - banded)
         for start in range(0, len(missing), SIGN_BATCH):
@@ -162,9 +167,13 @@ class SignatureIndex:
         return first
 
 
-def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
-    store.ensure_lookup_indexes()
-    index = SignatureIndex(store, hasher)
+def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher, index: SignatureIndex | None = None) -> DedupStats:
+    """Representatives of the shard's documents. `index` is shared by the shards of one run (a change
+    touching many shards reads the corpus's contents and completes its bands once, not per shard)."""
+    if index is None:
+        store.ensure_lookup_indexes()
+        index = SignatureIndex(store, hasher)
+    signed_before = index.signed
     in_shard = f"shard = {sql_literal(shard)}"
     documents = live_documents(store, shard)
     previous = {
@@ -199,7 +208,7 @@ def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
             row["minhash"] = signatures.get(row["content_hash"])
         upsert(index.signatures, pa.Table.from_pylist(part, schema=SIGNATURES_SCHEMA), on="doc_id")
     stats.rows_written = len(rows)
-    stats.contents_signed = index.signed
+    stats.contents_signed = index.signed - signed_before
 
     stats.rows_removed = delete_in(index.signatures, "doc_id", previous.keys() - documents.keys(), in_shard)
     dead_contents = {row["content_hash"] for row in previous.values()} - index.live_hashes
