@@ -1,5 +1,6 @@
 """A throwaway deployment (store, instance, Definitions) for a benchmark to run the real pipeline on."""
 
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -65,3 +66,9 @@ class Stopwatch:
 
     def __exit__(self, *_):
         self.seconds = time.perf_counter() - self.started
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
