@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--serve-documents", type=int, default=1000, help="row 8: documents in the served index")
     parser.add_argument("--serve-seconds", type=float, default=30, help="row 8: load per scenario")
     parser.add_argument("--serve-clients", type=int, default=8, help="row 8: concurrent HTTP clients")
-    parser.add_argument("--fresh-documents", type=int, default=2000, help="row 9: documents watched by the daemon")
+    parser.add_argument("--fresh-documents", type=int, default=0, help="row 9: documents watched (0: all embedded)")
     parser.add_argument("--fresh-edits", type=int, default=20, help="row 9: edits timed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=".data/cache")
