@@ -1,4 +1,4 @@
-"""Row 9: edit -> searchable through the running daemon, as `make ui` runs it.
+"""Row 10: edit -> searchable through the running daemon, as `make ui` runs it.
 
 A store is built in-process, then `dagster dev` (webserver and daemon, sensors on) watches its JSONL
 source. Each of `edits` edits rewrites one document's text with a new sentence; the clock runs from
@@ -93,7 +93,7 @@ def run(work: Path, cache_dir: Path, documents: int, edits: int) -> list[Row]:
     p50, p95 = np.percentile(latencies, 50), np.percentile(latencies, 95)
     return [
         Row(
-            f"9. edit -> searchable ({edits} edits, daemon)",
+            f"10. edit -> searchable ({edits} edits, daemon)",
             f"p50 {p50:.1f} s, p95 {p95:.1f} s",
             f"goal p50 {GOAL_P50_S:.0f} s",
             p50 / GOAL_P50_S,
