@@ -25,7 +25,9 @@ def run(work: Path, cache_dir: Path, change_share: float, documents: int = 20_00
         full_calls = report.per_version[DEFAULT_VERSION]["model_calls"]
         signatures = scan(deployment.store.table("signatures"), None, ["representative_hash"])
         representatives = len(set(signatures.column("representative_hash").to_pylist()))
-        quarantined = report.per_version[DEFAULT_VERSION]["quarantined"]
+        # Contents the model refused (a document and its exact duplicates count once: one call each).
+        refused = scan(deployment.store.table("quarantine"), "stage = 'embed'", ["content_hash"])
+        quarantined = len(set(refused.column("content_hash").to_pylist()))
 
         step = round(1 / change_share)
         changed = [r["id"] for r in records[::step]]
