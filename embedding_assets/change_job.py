@@ -73,14 +73,14 @@ def embed_change(
 ) -> dict:
     """Every registered version: the live one, candidates being backfilled, and the previous one (rollback)."""
     versions = context.instance.get_dynamic_partitions(model_version_partitions.name)
-    calls = 0
+    calls, embedded = 0, []
     for version in versions:
         for shard in change["shards"]:
             metadata = embed_partition(context.log, lancedb, model_registry, version, shard)
             calls += metadata["model_calls"]
-            _report(context, "embeddings", embedding_partition_key(version, shard), metadata)
+            embedded.append((embedding_partition_key(version, shard), metadata))
     context.log.info(f"change embedded with {calls} model calls over {len(versions)} version(s)")
-    return {**change, "versions": versions}
+    return {**change, "versions": versions, "embedded": embedded}
 
 
 @op
@@ -91,24 +91,32 @@ def index_and_advance(
     model_registry: ModelRegistryResource,
     promotion_policy: PromotionPolicyResource,
 ) -> None:
-    for version in change["versions"]:
-        _report(context, "lance_index", version, index_version(context.log, lancedb, version, IndexConfig()))
+    """The versions' indexes, then the live pin. The embeddings, index and live_index materializations are
+    reported together at the end: the assets' eager automation (which rebuilds `lance_index` after its
+    `embeddings`, `live_index` after its index) must not start a second run for what this run does."""
+    indexed = {version: index_version(context.log, lancedb, version, IndexConfig()) for version in change["versions"]}
     store = lancedb.store()
     alias = current_alias(store, LIVE_ALIAS)
+    live = None
     if alias is None or alias.model_version not in model_registry.registry().specs:
         context.log.info("nothing is live yet: the change is indexed, promotion is live_index's to decide")
-        return
-    metadata = advance_live_pin(
-        context.log,
-        store,
-        model_registry.loaded(alias.model_version),
-        alias,
-        promotion_policy.eval_set(store),
-        promotion_policy.recall_tolerance,
-    )
-    if change["detected_at"] and metadata["decision"] == "advanced":
-        metadata["change_to_searchable_seconds"] = round(time.time() - change["detected_at"], 3)
-    _report(context, "live_index", None, metadata)
+    else:
+        live = advance_live_pin(
+            context.log,
+            store,
+            model_registry.loaded(alias.model_version),
+            alias,
+            promotion_policy.eval_set(store),
+            promotion_policy.recall_tolerance,
+        )
+        if change["detected_at"] and live["decision"] == "advanced":
+            live["change_to_searchable_seconds"] = round(time.time() - change["detected_at"], 3)
+    for partition, metadata in change["embedded"]:
+        _report(context, "embeddings", partition, metadata)
+    for version, metadata in indexed.items():
+        _report(context, "lance_index", version, metadata)
+    if live is not None:
+        _report(context, "live_index", None, live)
 
 
 @job(
