@@ -237,8 +237,10 @@ def test_an_alias_switch_and_a_rollback_are_followed_without_a_restart(server, d
     second = {**registry["versions"][0], "key": SECOND_VERSION, "normalize": False}
     registry["versions"].append(second)
     deployment["registry"].write_text(yaml.safe_dump(registry))
+    # Registered, but neither live, canary nor listed as servable: nobody may load it through the API.
     unbuilt = _post(server, "/v1/search", {"vector": [0.05] * 384, "model": SECOND_VERSION})
-    assert (unbuilt.status_code, unbuilt.json()["error"]["code"]) == (404, "index_not_found")
+    assert (unbuilt.status_code, unbuilt.json()["error"]["code"]) == (404, "model_not_found")
+    assert "SERVING_VERSIONS" in unbuilt.json()["error"]["message"]
     report = run_pipeline(deployment["defs"], deployment["instance"], say=lambda _: None)
     assert report.live_version == SECOND_VERSION, report.live_error
 
