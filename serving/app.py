@@ -50,6 +50,11 @@ class SearchRequest(BaseModel):
     k: int = Field(default=10, gt=0)
     model: str = LIVE_ALIAS
     filters: dict[str, str | list[str]] = Field(default_factory=dict)
+    # vector: nearest vectors; text: full-text (BM25; a query in double quotes is an exact phrase);
+    # hybrid: both, fused by reciprocal rank.
+    mode: Literal["vector", "text", "hybrid"] = "vector"
+    # One hit per distinct text: documents with the same normalized text (exact duplicates) collapse.
+    collapse_duplicates: bool = True
 
 
 async def parse_body(request: Request, schema: type[BaseModel], max_bytes: int) -> BaseModel:
@@ -256,6 +261,8 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
         body = await parse_body(request, SearchRequest, settings.max_request_bytes)
         if (body.query is None) == (body.vector is None):
             raise APIError(400, "give exactly one of query (a text) or vector", "invalid_request", "query")
+        if body.mode != "vector" and body.query is None:
+            raise APIError(400, f"mode {body.mode} searches texts: give query, not vector", "invalid_request", "mode")
         if body.k > settings.max_search_k:
             raise APIError(400, f"k={body.k}; at most {settings.max_search_k}", "invalid_request", "k")
         where = metadata_filter(body.filters)
@@ -263,7 +270,9 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
         version = route.model_version
         workload = workload_of(request, caller, 1)
         async with occupying(workload, "/v1/search"):
-            if body.query is not None:
+            if body.mode == "text":
+                vector, usage = None, {"prompt_tokens": 0, "total_tokens": 0}
+            elif body.query is not None:
                 model = pool.ready_model(version)
                 encoded = (await embedding.embed(model, [body.query], "query", workload=workload))[0]
                 vector, usage = encoded.vector, {"prompt_tokens": encoded.tokens, "total_tokens": encoded.tokens}
@@ -276,9 +285,20 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
                         400, f"vector has {len(body.vector)} values; {version} is {spec.dim}-d", "bad_vector", "vector"
                     )
                 vector, usage = body.vector, {"prompt_tokens": 0, "total_tokens": 0}
-            result = await asyncio.to_thread(search_version, store, version, vector, body.k, where, route.pin)
+            result = await asyncio.to_thread(
+                search_version,
+                store,
+                version,
+                vector,
+                body.k,
+                where,
+                route.pin,
+                body.mode,
+                body.query,
+                body.collapse_duplicates,
+            )
         metrics.search_results.labels(version, "empty" if not result.hits else "found").inc()
-        shadowed = route.canary and body.query is not None and result.hits
+        shadowed = route.canary and body.mode == "vector" and body.query is not None and result.hits
         if shadowed and random.random() < settings.shadow_sample_rate:
             top = [hit["doc_id"] for hit in result.hits[:SHADOW_K]]
             task = asyncio.get_running_loop().create_task(shadow_overlap(route, body.query, where, top))
@@ -291,6 +311,7 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
                 "model": version,
                 "alias": route.alias,
                 "canary": route.canary,
+                "mode": body.mode,
                 "table_version": result.table_version,
                 "data": result.hits,
                 "usage": usage,
@@ -307,6 +328,8 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
         versions = preload_versions()
         loaded = pool.loaded()
         waiting = sorted(version for version in versions.values() if version and version not in loaded)
+        for version in waiting:  # a canary set since start-up loads before traffic reaches it
+            pool.start_loading(version)
         body = {"ready": not waiting, "preload": versions, "loading": waiting, "loaded": sorted(loaded)}
         return JSONResponse(body, status_code=200 if not waiting else 503)
 

@@ -4,6 +4,7 @@ online work isolated, a canary rollout (last: it changes what is live)."""
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 
 import httpx
@@ -11,6 +12,10 @@ import pytest
 import redis
 import yaml
 
+from embedding_assets.cli.pipeline_runner import run_pipeline
+from embedding_assets.core.aliases import current_alias
+from embedding_assets.core.canary import current_canary
+from embedding_assets.core.store import scan
 from serving import app as app_module
 from serving.app import create_app
 from serving.settings import ServingSettings
@@ -22,6 +27,8 @@ KEY = "production-key"
 BULK_KEY = "reindex-key"
 METRICS_KEY = "scraper-key"
 HOSTED_VERSION = "hosted-minilm-v1"
+# Same weights under another key, unnormalized: a candidate with a table of its own.
+CANDIDATE = "minilm-l6-raw-v1"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +110,8 @@ def test_an_unexpected_failure_returns_a_request_id_and_no_details(keyed, monkey
 
 
 def test_only_aliases_and_servable_versions_may_be_asked_for_and_hosted_ones_need_a_key(deployment, redis_prefix):
-    registry = yaml.safe_load(deployment["registry"].read_text())
+    original = deployment["registry"].read_text()
+    registry = yaml.safe_load(original)
     hosted = {
         "key": HOSTED_VERSION,
         "backend": "openai",
@@ -115,6 +123,13 @@ def test_only_aliases_and_servable_versions_may_be_asked_for_and_hosted_ones_nee
     }
     registry["versions"].append(hosted)
     deployment["registry"].write_text(yaml.safe_dump(registry))
+    try:
+        _only_served_versions(deployment, redis_prefix)
+    finally:
+        deployment["registry"].write_text(original)
+
+
+def _only_served_versions(deployment, redis_prefix):
     open_settings = ServingSettings(redis_url=REDIS_URL, redis_prefix=f"{redis_prefix}-open", preload=())
     listed = open_settings.model_copy(update={"servable_versions": (HOSTED_VERSION,)})
     with RunningServer(create_app(open_settings, deployment["resources"])) as server:
@@ -189,3 +204,108 @@ def test_bulk_work_has_its_own_lane_chunks_and_capacity(keyed):
         f'embedding_api_batch_items_bucket{{le="8.0",model_version="{DEFAULT_VERSION}",workload="bulk"}}'
     ]
     assert calls >= len(texts) / 8 and at_most_8 == calls
+
+
+def test_hybrid_search_finds_an_exact_phrase_that_vector_search_ranks_low(keyed, deployment):
+    store = deployment["resources"]["lancedb"].store()
+    documents = scan(store.table("documents"), "deleted = false", ["doc_id", "text"]).to_pylist()
+    found = None
+    for document in documents[:40]:
+        words = document["text"].split()
+        if len(words) < 12:
+            continue
+        phrase = " ".join(words[len(words) // 2 : len(words) // 2 + 4])
+        vector = _post(keyed, "/v1/search", {"query": phrase, "k": 10}).json()["data"]
+        if document["doc_id"] not in [hit["doc_id"] for hit in vector][:3]:
+            found = (document["doc_id"], phrase, [hit["doc_id"] for hit in vector])
+            break
+    assert found, "every phrase's document was in vector search's top 3"
+    doc_id, phrase, vector_ids = found
+    text = _post(keyed, "/v1/search", {"query": f'"{phrase}"', "k": 10, "mode": "text"}).json()
+    hybrid = _post(keyed, "/v1/search", {"query": phrase, "k": 10, "mode": "hybrid"}).json()
+    assert text["mode"] == "text" and hybrid["mode"] == "hybrid"
+    assert doc_id in [hit["doc_id"] for hit in text["data"]][:3]
+    hybrid_ids = [hit["doc_id"] for hit in hybrid["data"]]
+    assert doc_id in hybrid_ids[:3] and (
+        doc_id not in vector_ids or hybrid_ids.index(doc_id) < vector_ids.index(doc_id)
+    )
+    assert text["table_version"] == hybrid["table_version"] == current_alias(store).table_version
+    refused = _post(keyed, "/v1/search", {"vector": [0.05] * 384, "mode": "text"})
+    assert _code(refused) == (400, "invalid_request")
+
+
+def _canary_job(deployment, model_version: str, percent: float):
+    config = {"ops": {"move_canary": {"config": {"model_version": model_version, "percent": percent}}}}
+    job = deployment["defs"].resolve_job_def("canary_job")
+    return job.execute_in_process(run_config=config, instance=deployment["instance"], raise_on_error=False)
+
+
+def _versions_by_user(server, users: list[str]) -> dict[str, tuple[str, int]]:
+    routed = {}
+    for user in users:
+        body = _post(
+            server, "/v1/search", {"query": "read a file line by line", "k": 3}, key=None, headers={"X-User-Id": user}
+        )
+        assert body.status_code == 200, body.text
+        routed[user] = (body.json()["model"], body.json()["table_version"])
+    return routed
+
+
+def test_a_canary_is_sticky_consistent_gated_and_cleared_in_seconds(deployment, redis_prefix):
+    """Last: a candidate is built (it goes live, then is rolled back), canaried at 50 %, refused while its
+    gates fail, cleared by rollback and by 0 %, then made live at 100 %."""
+    store = deployment["resources"]["lancedb"].store()
+    registry = yaml.safe_load(deployment["registry"].read_text())
+    registry["versions"].append({**registry["versions"][0], "key": CANDIDATE, "normalize": False})
+    deployment["registry"].write_text(yaml.safe_dump(registry))
+    assert run_pipeline(deployment["defs"], deployment["instance"], say=lambda _: None).live_version == CANDIDATE
+    rollback = deployment["defs"].resolve_job_def("rollback_job")
+    assert rollback.execute_in_process(instance=deployment["instance"]).success
+    live = current_alias(store)
+    assert live.model_version == DEFAULT_VERSION
+
+    assert _canary_job(deployment, CANDIDATE, 50).success
+    canary = current_canary(store, "live")
+    assert (canary.model_version, canary.share) == (CANDIDATE, 0.5)
+    settings = ServingSettings(redis_url=REDIS_URL, redis_prefix=f"{redis_prefix}-canary", shadow_sample_rate=1.0)
+    users = [f"user-{n}" for n in range(24)]
+    with RunningServer(create_app(settings, deployment["resources"])) as server:
+        wait_ready(server.url)
+        first, again = _versions_by_user(server, users), _versions_by_user(server, users)
+        assert first == again  # sticky
+        pins = {DEFAULT_VERSION: live.table_version, CANDIDATE: canary.table_version}
+        assert {version for version, _ in first.values()} == set(pins)
+        assert all(table_version == pins[version] for version, table_version in first.values())
+        # Embedded and searched within one version: the embeddings a user gets come from its version.
+        for user in users[:6]:
+            embedded = _post(server, "/v1/embeddings", {"model": "live", "input": "x", "user": user}, key=None)
+            assert embedded.json()["model"] == first[user][0] == embedded.headers["X-Model-Version"]
+        stats = lambda: httpx.get(f"{server.url}/stats").json()["versions"]  # noqa: E731
+        deadline_ok = lambda: (stats().get(CANDIDATE) or {}).get("shadow_queries", 0) > 0  # noqa: E731
+        from tests.private_services import wait_until
+
+        wait_until(deadline_ok, "a shadow query compared the canary with live")
+        assert stats()[CANDIDATE]["mean_top10_overlap_with_live"] >= 0.9  # same weights, same ranking
+        assert stats()[CANDIDATE]["empty_result_rate"] == 0.0 and stats()[DEFAULT_VERSION]["count"] > 0
+
+        # An orphan row makes the candidate's newest table version fail count_parity: no move.
+        table = store.open_embeddings_table(CANDIDATE)
+        orphan = scan(table).slice(0, 1).to_pylist()[0] | {"id": "orphan:1", "doc_id": "orphan:1"}
+        table.add([orphan])
+        refused = _canary_job(deployment, CANDIDATE, 100)
+        assert not refused.success and current_canary(store, "live") == canary
+        assert current_alias(store).model_version == DEFAULT_VERSION
+        table.delete("doc_id = 'orphan:1'")
+
+        # make rollback during a canary pulls the canary; live stays.
+        assert rollback.execute_in_process(instance=deployment["instance"]).success
+        assert current_canary(store, "live") is None and current_alias(store) == live
+        assert {version for version, _ in _versions_by_user(server, users).values()} == {DEFAULT_VERSION}
+
+        assert _canary_job(deployment, CANDIDATE, 10).success
+        started = time.monotonic()
+        assert _canary_job(deployment, CANDIDATE, 0).success
+        assert current_canary(store, "live") is None and time.monotonic() - started < 10
+        assert _canary_job(deployment, CANDIDATE, 100).success
+        assert current_alias(store).model_version == CANDIDATE and current_canary(store, "live") is None
+        assert {version for version, _ in _versions_by_user(server, users).values()} == {CANDIDATE}
