@@ -30,6 +30,8 @@ from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 SHADOW_K = 10
+UNLOAD_EVERY_S = 30.0
+UNLOAD_GRACE_S = 30.0
 
 
 class EmbeddingRequest(BaseModel):
@@ -113,12 +115,24 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
                 versions[f"{name} (canary)"] = canary.model_version
         return versions
 
+    async def unload_unserved() -> None:
+        """Every 30 s, models nothing serves any more are dropped; their lanes close after a grace period."""
+        while True:
+            await asyncio.sleep(UNLOAD_EVERY_S)
+            for model in pool.unload_unservable():
+                log.info("model %s is no longer served: unloading it", model.spec.key)
+                await asyncio.sleep(UNLOAD_GRACE_S)
+                for batcher in model.batchers.values():
+                    await batcher.close()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         for version in preload_versions().values():
             if version:
                 pool.start_loading(version)
+        unloader = asyncio.get_running_loop().create_task(unload_unserved())
         yield
+        unloader.cancel()
         for task in list(shadows):
             task.cancel()
         await pool.close()

@@ -32,6 +32,8 @@ from serving.metrics import ServingMetrics
 from serving.settings import ServingSettings
 
 LOAD_RETRY_S = 30.0
+# A loaded model nothing serves any more is unloaded after this long unused: the rollback window.
+UNLOAD_IDLE_S = 30 * 60.0
 
 
 WORKLOADS = ("online", "bulk")
@@ -97,6 +99,7 @@ class ModelPool:
         self._models: dict[str, ServedModel] = {}
         self._loading: set[str] = set()
         self._failures: dict[str, tuple[float, str]] = {}
+        self._last_used: dict[str, float] = {}
         self._registry: tuple[float, ModelRegistry] | None = None
         self._aliases = AliasReader(store)
 
@@ -134,8 +137,9 @@ class ModelPool:
                 "model_not_found",
                 "model",
             )
-        offered = sorted({*aliases, *servable, *self._settings.servable_versions} & ({*aliases} | set(registry.specs)))
-        hint = f"; servable here: {', '.join(offered)}" if offered else ""
+        listed = (servable | set(self._settings.servable_versions)) & set(registry.specs)
+        offered = [*sorted(aliases), *sorted(listed)]
+        hint = f"; served here: {', '.join(offered)}" if offered else ""
         if name in registry.specs:
             message = (
                 f"model version '{name}' is not served: ask for an alias such as 'live' (or its canary), or have "
@@ -155,6 +159,7 @@ class ModelPool:
         """The loaded model, or 503 while it loads (a load starts on first demand)."""
         model = self._models.get(version)
         if model is not None:
+            self._last_used[version] = time.monotonic()
             return model
         failure = self.start_loading(version)
         if failure:
@@ -195,6 +200,7 @@ class ModelPool:
         with self._lock:
             batchers = {"online": online, "bulk": bulk}
             self._models[spec.key] = ServedModel(spec, encoder, spec.fingerprint(), batchers, seconds)
+            self._last_used[spec.key] = time.monotonic()
             self._loading.discard(spec.key)
         self._metrics.model_load_seconds.labels(spec.key).set(seconds)
         self._metrics.models_loaded.set(len(self._models))
@@ -234,6 +240,20 @@ class ModelPool:
             return encode_for_serving(loaded[0], spec, texts)
 
         return encode
+
+    def unload_unservable(self, idle_s: float = UNLOAD_IDLE_S) -> list[ServedModel]:
+        """Forget loaded models that nothing serves any more (a cleared canary, a version switched away
+        from) and that no request used for `idle_s` (a rollback within that window finds its model
+        warm); returns them, so their lanes are closed once requests already in them are done."""
+        aliases, canaries = self._aliases.all()
+        keep = {a.model_version for a in aliases.values()} | {c.model_version for c in canaries.values()}
+        keep |= set(self._settings.servable_versions)
+        now = time.monotonic()
+        with self._lock:
+            idle = [v for v in self._models if v not in keep and now - self._last_used.get(v, 0.0) > idle_s]
+            dropped = [self._models.pop(version) for version in idle]
+        self._metrics.models_loaded.set(len(self._models))
+        return dropped
 
     def queued(self, workload: str) -> int:
         return sum(model.batchers[workload].queued() for model in self._models.values())
