@@ -233,7 +233,7 @@ def _rows(measured: dict, plain, canaried, modes: dict, queries: int, seconds: f
             c50 / p50,
             "p50 within 1.1×",
             verdict(c50 / p50 <= 1.1),
-            "the canary names the live version: only the routing differs",
+            "the canary names the live version: routing and the 10 % shadow queries (run off the request path) differ",
         )
     )
     vector_latency, vector_recall = modes["vector"]
