@@ -1,10 +1,10 @@
 """Serving for production traffic over real HTTP with the real Redis: the API closed to abuse, batch and
-online work isolated, a canary rollout (last: it changes what is live)."""
+online work isolated, hybrid search. (The canary rollout is tested at the end of test_serving.py, on
+the second version that module builds.)"""
 
 import asyncio
 import hashlib
 import logging
-import time
 import uuid
 
 import httpx
@@ -12,9 +12,7 @@ import pytest
 import redis
 import yaml
 
-from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.aliases import current_alias
-from embedding_assets.core.canary import current_canary
 from embedding_assets.core.store import scan
 from serving import app as app_module
 from serving.app import create_app
@@ -27,8 +25,6 @@ KEY = "production-key"
 BULK_KEY = "reindex-key"
 METRICS_KEY = "scraper-key"
 HOSTED_VERSION = "hosted-minilm-v1"
-# Same weights under another key, unnormalized: a candidate with a table of its own.
-CANDIDATE = "minilm-l6-raw-v1"
 
 
 @pytest.fixture(scope="module")
@@ -232,80 +228,3 @@ def test_hybrid_search_finds_an_exact_phrase_that_vector_search_ranks_low(keyed,
     assert text["table_version"] == hybrid["table_version"] == current_alias(store).table_version
     refused = _post(keyed, "/v1/search", {"vector": [0.05] * 384, "mode": "text"})
     assert _code(refused) == (400, "invalid_request")
-
-
-def _canary_job(deployment, model_version: str, percent: float):
-    config = {"ops": {"move_canary": {"config": {"model_version": model_version, "percent": percent}}}}
-    job = deployment["defs"].resolve_job_def("canary_job")
-    return job.execute_in_process(run_config=config, instance=deployment["instance"], raise_on_error=False)
-
-
-def _versions_by_user(server, users: list[str]) -> dict[str, tuple[str, int]]:
-    routed = {}
-    for user in users:
-        body = _post(
-            server, "/v1/search", {"query": "read a file line by line", "k": 3}, key=None, headers={"X-User-Id": user}
-        )
-        assert body.status_code == 200, body.text
-        routed[user] = (body.json()["model"], body.json()["table_version"])
-    return routed
-
-
-def test_a_canary_is_sticky_consistent_gated_and_cleared_in_seconds(deployment, redis_prefix):
-    """Last: a candidate is built (it goes live, then is rolled back), canaried at 50 %, refused while its
-    gates fail, cleared by rollback and by 0 %, then made live at 100 %."""
-    store = deployment["resources"]["lancedb"].store()
-    registry = yaml.safe_load(deployment["registry"].read_text())
-    registry["versions"].append({**registry["versions"][0], "key": CANDIDATE, "normalize": False})
-    deployment["registry"].write_text(yaml.safe_dump(registry))
-    assert run_pipeline(deployment["defs"], deployment["instance"], say=lambda _: None).live_version == CANDIDATE
-    rollback = deployment["defs"].resolve_job_def("rollback_job")
-    assert rollback.execute_in_process(instance=deployment["instance"]).success
-    live = current_alias(store)
-    assert live.model_version == DEFAULT_VERSION
-
-    assert _canary_job(deployment, CANDIDATE, 50).success
-    canary = current_canary(store, "live")
-    assert (canary.model_version, canary.share) == (CANDIDATE, 0.5)
-    settings = ServingSettings(redis_url=REDIS_URL, redis_prefix=f"{redis_prefix}-canary", shadow_sample_rate=1.0)
-    users = [f"user-{n}" for n in range(24)]
-    with RunningServer(create_app(settings, deployment["resources"])) as server:
-        wait_ready(server.url)
-        first, again = _versions_by_user(server, users), _versions_by_user(server, users)
-        assert first == again  # sticky
-        pins = {DEFAULT_VERSION: live.table_version, CANDIDATE: canary.table_version}
-        assert {version for version, _ in first.values()} == set(pins)
-        assert all(table_version == pins[version] for version, table_version in first.values())
-        # Embedded and searched within one version: the embeddings a user gets come from its version.
-        for user in users[:6]:
-            embedded = _post(server, "/v1/embeddings", {"model": "live", "input": "x", "user": user}, key=None)
-            assert embedded.json()["model"] == first[user][0] == embedded.headers["X-Model-Version"]
-        stats = lambda: httpx.get(f"{server.url}/stats").json()["versions"]  # noqa: E731
-        deadline_ok = lambda: (stats().get(CANDIDATE) or {}).get("shadow_queries", 0) > 0  # noqa: E731
-        from tests.private_services import wait_until
-
-        wait_until(deadline_ok, "a shadow query compared the canary with live")
-        assert stats()[CANDIDATE]["mean_top10_overlap_with_live"] >= 0.9  # same weights, same ranking
-        assert stats()[CANDIDATE]["empty_result_rate"] == 0.0 and stats()[DEFAULT_VERSION]["count"] > 0
-
-        # An orphan row makes the candidate's newest table version fail count_parity: no move.
-        table = store.open_embeddings_table(CANDIDATE)
-        orphan = scan(table).slice(0, 1).to_pylist()[0] | {"id": "orphan:1", "doc_id": "orphan:1"}
-        table.add([orphan])
-        refused = _canary_job(deployment, CANDIDATE, 100)
-        assert not refused.success and current_canary(store, "live") == canary
-        assert current_alias(store).model_version == DEFAULT_VERSION
-        table.delete("doc_id = 'orphan:1'")
-
-        # make rollback during a canary pulls the canary; live stays.
-        assert rollback.execute_in_process(instance=deployment["instance"]).success
-        assert current_canary(store, "live") is None and current_alias(store) == live
-        assert {version for version, _ in _versions_by_user(server, users).values()} == {DEFAULT_VERSION}
-
-        assert _canary_job(deployment, CANDIDATE, 10).success
-        started = time.monotonic()
-        assert _canary_job(deployment, CANDIDATE, 0).success
-        assert current_canary(store, "live") is None and time.monotonic() - started < 10
-        assert _canary_job(deployment, CANDIDATE, 100).success
-        assert current_alias(store).model_version == CANDIDATE and current_canary(store, "live") is None
-        assert {version for version, _ in _versions_by_user(server, users).values()} == {CANDIDATE}
