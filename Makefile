@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCE_LOG ?= error
 
-.PHONY: install demo ui test search register promote rollback serve bench clean
+.PHONY: install demo ui test search register promote canary rollback serve bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -77,7 +77,12 @@ register: install
 promote: install
 	$(PYTHON) -m embedding_assets.cli.manage promote "$(v)" $(if $(force),--force)
 
-# make rollback [to=<version>]
+# make canary v=<version> pct=10|50|100: that share of live traffic, only while the version's gates pass;
+# pct=0 clears the canary (so does make rollback).
+canary: install
+	$(PYTHON) -m embedding_assets.cli.manage canary "$(v)" "$(pct)"
+
+# make rollback [to=<version>]: clears a canary if there is one, else switches live back
 rollback: install
 	$(PYTHON) -m embedding_assets.cli.manage rollback --to "$(to)"
 

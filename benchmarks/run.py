@@ -14,11 +14,21 @@ from pathlib import Path
 import lancedb
 import torch
 
-from benchmarks import freshness, gpu, incremental, lancedb_index, memory, minhash_lsh, pipeline_overhead, serving
+from benchmarks import (
+    freshness,
+    gpu,
+    incremental,
+    lancedb_index,
+    memory,
+    minhash_lsh,
+    pipeline_overhead,
+    production_serving,
+    serving,
+)
 from benchmarks.table import markdown
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-ALL_ROWS = "1,2,3,4,5,6,7,8,10"
+ALL_ROWS = "1,2,3,4,5,6,7,8,9,10"
 
 
 def machine() -> str:
@@ -46,6 +56,7 @@ def main() -> None:
     parser.add_argument("--serve-documents", type=int, default=1000, help="row 8: documents in the served index")
     parser.add_argument("--serve-seconds", type=float, default=30, help="row 8: load per scenario")
     parser.add_argument("--serve-clients", type=int, default=8, help="row 8: concurrent HTTP clients")
+    parser.add_argument("--production-seconds", type=float, default=20, help="row 9: load per scenario")
     parser.add_argument("--fresh-documents", type=int, default=0, help="row 10: documents watched (0: all embedded)")
     parser.add_argument("--fresh-edits", type=int, default=20, help="row 10: edits timed")
     parser.add_argument("--device", default="cpu")
@@ -64,6 +75,7 @@ def main() -> None:
             ("6", lambda: memory.run(work, cache, args.memory_documents)),
             ("7", lambda: gpu.run(work, cache, args.documents)),
             ("8", lambda: serving.run(work, cache, args.serve_documents, args.serve_seconds, args.serve_clients)),
+            ("9", lambda: production_serving.run(work, cache, seconds=args.production_seconds)),
             ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits)),
         ]
         for key, step in steps:

@@ -48,6 +48,7 @@ def index_version(log, lancedb: LanceDBResource, model_version: str, config: Ind
         "ann_index": stats.ann_index,
         "search_mode": stats.search_mode,
         "scalar_indexes": ", ".join(stats.scalar_indexes),
+        "text_index": f"documents.text (full text): {stats.text_index}",
     }
 
 

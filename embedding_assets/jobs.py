@@ -7,7 +7,7 @@ vectors runs daily on its schedule.
 
 from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job, job
 
-from embedding_assets.alias_ops import drop_retired_tables, switch_live_alias_back
+from embedding_assets.alias_ops import drop_retired_tables, move_canary, switch_live_alias_back
 from embedding_assets.change_job import apply_change_job
 from embedding_assets.corpus import corpus
 from embedding_assets.dedup import dedup_signatures
@@ -29,6 +29,11 @@ def rollback_job():
     switch_live_alias_back()
 
 
+@job(description="Route a share of live traffic to a candidate version whose gates pass (0 clears, 100 promotes).")
+def canary_job():
+    move_canary()
+
+
 @job(description="Drop version tables that are neither live, previous, registered, nor among the newest retired.")
 def retention_job():
     drop_retired_tables()
@@ -48,6 +53,7 @@ all_jobs = [
     live_index_job,
     export_job,
     rollback_job,
+    canary_job,
     retention_job,
     retained_gc_job,
 ]

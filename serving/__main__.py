@@ -10,8 +10,10 @@ def main() -> None:
     from resources.deployments import local_resources_from_env
 
     settings = ServingSettings.from_env()
-    if not settings.api_keys:
-        print("SERVING_API_KEYS is not set: the API accepts requests without a key (fine on a laptop only)")
+    if not settings.api_key_digests:
+        print(
+            "SERVING_API_KEY_DIGESTS is not set: the API accepts requests without a key, limited per client address (fine on a laptop only)"
+        )
     uvicorn.run(create_app(settings, local_resources_from_env()), host=settings.host, port=settings.port)
 
 

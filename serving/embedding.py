@@ -14,7 +14,9 @@ class EmbeddingService:
         self._prefix = prefix
         self._metrics = metrics
 
-    async def embed(self, model: ServedModel, texts: list[str], param: str = "input") -> list[Encoded]:
+    async def embed(
+        self, model: ServedModel, texts: list[str], param: str = "input", workload: str = "online"
+    ) -> list[Encoded]:
         """One result per text, in order; each distinct text reaches the model at most once."""
         normalized = [normalize_text(text) for text in texts]
         for index, text in enumerate(normalized):
@@ -28,7 +30,7 @@ class EmbeddingService:
         self._metrics.cache_lookups.labels("hit").inc(len(distinct) - len(missing))
         self._metrics.cache_lookups.labels("miss").inc(len(missing))
         if missing:
-            computed = dict(zip(missing, await model.batcher.submit([distinct[key] for key in missing])))
+            computed = dict(zip(missing, await model.batchers[workload].submit([distinct[key] for key in missing])))
             refused = [(keys.index(key), entry.problem) for key, entry in computed.items() if entry.problem]
             if refused:
                 index, (code, message) = min(refused)

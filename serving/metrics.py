@@ -1,11 +1,31 @@
 """Prometheus metrics of one server, in a registry of its own (never the process-global one)."""
 
 import time
+from collections import deque
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+OVERLAP_BUCKETS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+RECENT = 2048
+
+
+class RecentLatencies:
+    """The last few thousand latencies of one kind, for percentiles in /stats (Prometheus has buckets)."""
+
+    def __init__(self):
+        self._seconds: deque[float] = deque(maxlen=RECENT)
+
+    def add(self, seconds: float) -> None:
+        self._seconds.append(seconds)
+
+    def summary(self) -> dict:
+        if not self._seconds:
+            return {"count": 0}
+        p50, p99 = np.percentile(np.fromiter(self._seconds, float), [50, 99]) * 1000
+        return {"count": len(self._seconds), "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
 
 
 class ServingMetrics:
@@ -21,7 +41,7 @@ class ServingMetrics:
         self.batch_items = Histogram(
             "embedding_api_batch_items",
             "Items per model call",
-            ["model_version"],
+            ["model_version", "workload"],
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
@@ -54,10 +74,65 @@ class ServingMetrics:
             "embedding_api_redis_up", "1 while Redis is in use, 0 while it is down", registry=self.registry
         )
 
-    def record_batch(self, model_version: str, items: int) -> None:
+        # Workload classes (online | bulk): what waits, how long, and how long requests take.
+        self.queue_depth = Gauge(
+            "embedding_api_queue_depth", "Texts waiting for a model call", ["workload"], registry=self.registry
+        )
+        self.queue_wait_seconds = Histogram(
+            "embedding_api_queue_wait_seconds",
+            "From a text's arrival to the start of its model call",
+            ["workload"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.workload_seconds = Histogram(
+            "embedding_api_workload_request_seconds",
+            "Latency of admitted requests by workload class",
+            ["workload", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "embedding_api_in_flight", "Requests being served by workload class", ["workload"], registry=self.registry
+        )
+        # Per model version (live or canary): latency, errors, empty results, and agreement with live.
+        self.version_seconds = Histogram(
+            "embedding_api_version_request_seconds",
+            "Latency of requests by the version that served them",
+            ["model_version", "role", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.version_errors = Counter(
+            "embedding_api_version_errors",
+            "Failed requests by version and code",
+            ["model_version", "code"],
+            registry=self.registry,
+        )
+        self.search_results = Counter(
+            "embedding_api_search_results",
+            "Searches by version, empty or not",
+            ["model_version", "result"],
+            registry=self.registry,
+        )
+        self.shadow_overlap = Histogram(
+            "embedding_api_canary_top10_overlap",
+            "Share of a canary search's top 10 also in the live version's top 10 (sampled shadow queries)",
+            ["model_version"],
+            buckets=OVERLAP_BUCKETS,
+            registry=self.registry,
+        )
+        self.recent = {workload: RecentLatencies() for workload in ("online", "bulk")}
+        self.recent_by_version: dict[str, RecentLatencies] = {}
+
+    def record_batch(self, model_version: str, items: int, workload: str = "online") -> None:
         self.model_calls.labels(model_version).inc()
-        self.batch_items.labels(model_version).observe(items)
+        self.batch_items.labels(model_version, workload).observe(items)
         self.items_embedded.labels(model_version).inc(items)
+
+    def record_version(self, model_version: str, role: str, route: str, seconds: float) -> None:
+        self.version_seconds.labels(model_version, role, route).observe(seconds)
+        self.recent_by_version.setdefault(model_version, RecentLatencies()).add(seconds)
 
 
 class LatencyMiddleware:

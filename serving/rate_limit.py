@@ -1,4 +1,8 @@
-"""Per-API-key sliding-window rate limits: in Redis (shared by every server) or in process.
+"""Per-caller sliding-window rate limits: in Redis (shared by every server) or in process.
+
+A caller is its API key when keys are configured, else its client address (a token it sends is then
+ignored, so sending a new token each time gains nothing). The in-process limiter remembers at most
+`max_callers` callers, forgetting the least recently seen first; Redis keys expire with their window.
 
 With Redis down, limits are kept in process: each server then admits up to the limit on its own,
 which errs toward serving, never toward refusing a caller for an outage that is not theirs.
@@ -7,7 +11,7 @@ which errs toward serving, never toward refusing a caller for an outage that is 
 import hashlib
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -55,14 +59,21 @@ class RedisRateLimiter:
 
 
 class LocalRateLimiter:
-    def __init__(self, limit: int, window_s: float):
+    def __init__(self, limit: int, window_s: float, max_callers: int = 50_000):
         self._limit = limit
         self._window_s = window_s
-        self._seen: dict[str, deque[float]] = {}
+        self._max_callers = max_callers
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def callers(self) -> int:
+        return len(self._seen)
 
     async def admit(self, identity: str) -> Admission:
         now = time.monotonic()
         seen = self._seen.setdefault(identity, deque())
+        self._seen.move_to_end(identity)
+        while len(self._seen) > self._max_callers:
+            self._seen.popitem(last=False)
         while seen and seen[0] <= now - self._window_s:
             seen.popleft()
         if len(seen) < self._limit:

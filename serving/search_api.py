@@ -3,9 +3,11 @@
 from dataclasses import dataclass
 
 from embedding_assets.core.aliases import Alias
+from embedding_assets.core.canary import Canary
 from embedding_assets.core.gates import readable_table_version
 from embedding_assets.core.store import LanceStore, sql_in, sql_literal
-from embedding_assets.core.vector_search import Hit, nearest_hits
+from embedding_assets.core.text_search import ranked_documents
+from embedding_assets.core.vector_search import Hit, hits_of
 from serving.errors import APIError
 
 # Columns of a version's table a search may filter on (equality, or membership for a list).
@@ -37,10 +39,19 @@ def metadata_filter(filters: dict[str, str | list[str]]) -> str | None:
 
 
 def search_version(
-    store: LanceStore, model_version: str, vector, k: int, where: str | None, alias: Alias | None
+    store: LanceStore,
+    model_version: str,
+    vector,
+    k: int,
+    where: str | None,
+    alias: Alias | Canary | None,
+    mode: str = "vector",
+    query: str | None = None,
+    collapse: bool = False,
 ) -> SearchResult:
-    """Nearest documents in the table version readers may see: the one the alias pins, or for a
-    version named by its key the newest one whose gates passed. Never the table's latest."""
+    """The best documents for `mode` (vector, text, hybrid) in the table version readers may see: the
+    one the alias (or its canary) pins, or for a version named by its key the newest one whose gates
+    passed. Never the table's latest."""
     table_version = alias.table_version if alias else readable_table_version(store, model_version)
     if table_version is None:
         message = (
@@ -53,7 +64,7 @@ def search_version(
     except (ValueError, FileNotFoundError) as error:
         message = f"model {model_version} has no embeddings table: materialize its embeddings first"
         raise APIError(404, message, "index_not_found", "model") from error
-    hits = nearest_hits(store, table, vector, k, where, SNIPPET_CHARS)
+    hits = hits_of(store, ranked_documents(store, table, mode, vector, query, k, where, collapse), SNIPPET_CHARS)
     return SearchResult(table_version, [_hit_payload(hit) for hit in hits])
 
 

@@ -1,4 +1,4 @@
-"""`make register`, `make promote`, `make rollback`: the upgrade path from a shell.
+"""`make register`, `make promote`, `make canary`, `make rollback`: the upgrade path from a shell.
 
 Each acts on the same Dagster instance and registry as the UI, through the project's own jobs
 (so every switch is a run with its reasons in the UI).
@@ -10,7 +10,7 @@ import time
 import yaml
 from dagster import DagsterInstance
 
-from embedding_assets.jobs import live_index_job, rollback_job
+from embedding_assets.jobs import canary_job, live_index_job, rollback_job
 from gpu_ops.registry import parse_registry
 
 
@@ -58,6 +58,9 @@ def main() -> None:
     promote = commands.add_parser("promote", help="switch the live alias to a version, through every gate")
     promote.add_argument("model_version")
     promote.add_argument("--force", action="store_true", help="waive the retrieval-quality comparison (logged)")
+    canary = commands.add_parser("canary", help="route a percent of live traffic to a version whose gates pass")
+    canary.add_argument("model_version")
+    canary.add_argument("percent", type=float, help="0 clears the canary, 100 makes the version live")
     rollback = commands.add_parser("rollback", help="switch the live alias back to the previous version")
     rollback.add_argument("--to", default="", help="a specific earlier version")
     args = parser.parse_args()
@@ -82,6 +85,9 @@ def main() -> None:
     if args.command == "promote":
         config = {"model_version": args.model_version, "force": args.force, "switched_by": "make promote"}
         ok = _execute(live_index_job, {"ops": {"live_index": {"config": config}}})
+    elif args.command == "canary":
+        config = {"model_version": args.model_version, "percent": args.percent}
+        ok = _execute(canary_job, {"ops": {"move_canary": {"config": config}}})
     else:
         ok = _execute(rollback_job, {"ops": {"switch_live_alias_back": {"config": {"to_version": args.to}}}})
     print(f"{args.command} {'done' if ok else 'refused'} in {time.monotonic() - started:.1f}s")

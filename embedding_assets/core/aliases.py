@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import lancedb
 import pyarrow as pa
 
+from embedding_assets.core.canary import Canary, canary_pins
 from embedding_assets.core.schemas import ALIASES_SCHEMA, embeddings_table_name
 from embedding_assets.core.store import LanceStore, scan, sql_literal, upsert
 
@@ -35,31 +36,44 @@ def current_alias(store: LanceStore, alias: str = LIVE_ALIAS) -> Alias | None:
 
 
 class AliasReader:
-    """The current aliases for a long-lived reader (the serving API), re-read only when they change.
+    """The current aliases and their canaries for a long-lived reader (the serving API), re-read only
+    when they change.
 
-    Its connection checks the table's latest version on every read (a manifest lookup, well
-    under a millisecond), so a switch or a rollback is seen by the next request.
+    Its connection checks each table's latest version on every read (a manifest lookup, well
+    under a millisecond), so a switch, a canary's move or a rollback is seen by the next request.
     """
 
     def __init__(self, store: LanceStore):
         self._store = store
-        self._table = None
-        self._read: tuple[int, dict[str, Alias]] | None = None
+        self._db = None
+        self._tables: dict[str, object] = {}
+        self._read: dict[str, tuple[int, dict]] = {}
+
+    def _rows(self, name: str, row_type) -> dict:
+        table = self._tables.get(name)
+        if table is None:
+            if not self._store.has_table(name):
+                return {}
+            if self._db is None:
+                self._db = lancedb.connect(
+                    self._store.uri,
+                    storage_options=self._store.storage_options or None,
+                    read_consistency_interval=timedelta(0),
+                )
+            table = self._tables[name] = self._db.open_table(name)
+        version = table.version
+        if name not in self._read or self._read[name][0] != version:
+            self._read[name] = (version, {row["alias"]: row_type(**row) for row in scan(table).to_pylist()})
+        return self._read[name][1]
 
     def current(self, alias: str = LIVE_ALIAS) -> Alias | None:
-        if self._table is None:
-            if not self._store.has_table("aliases"):
-                return None
-            db = lancedb.connect(
-                self._store.uri,
-                storage_options=self._store.storage_options or None,
-                read_consistency_interval=timedelta(0),
-            )
-            self._table = db.open_table("aliases")
-        version = self._table.version
-        if self._read is None or self._read[0] != version:
-            self._read = (version, {row["alias"]: Alias(**row) for row in scan(self._table).to_pylist()})
-        return self._read[1].get(alias)
+        return self._rows("aliases", Alias).get(alias)
+
+    def canary(self, alias: str = LIVE_ALIAS) -> Canary | None:
+        return self._rows("canaries", Canary).get(alias)
+
+    def all(self) -> tuple[dict[str, Alias], dict[str, Canary]]:
+        return self._rows("aliases", Alias), self._rows("canaries", Canary)
 
 
 def open_pinned(store: LanceStore, alias: Alias):
@@ -117,11 +131,11 @@ def previous_version(store: LanceStore, alias: str = LIVE_ALIAS) -> str | None:
 
 
 def protected_table_versions(store: LanceStore, model_version: str) -> set[int]:
-    """Table versions of `model_version` that an alias pins now or pinned just before (rollback's target):
-    compaction and cleanup must keep them readable."""
+    """Table versions of `model_version` that an alias pins now or pinned just before (rollback's target),
+    or that a canary serves: compaction and cleanup must keep them readable."""
+    pins = canary_pins(store, model_version)
     if not store.has_table("aliases"):
-        return set()
-    pins = set()
+        return pins
     for row in scan(store.table("aliases"), None, ["alias"]).to_pylist():
         history = alias_history(store, row["alias"])[:2]
         pins |= {entry.table_version for entry in history if entry.model_version == model_version}

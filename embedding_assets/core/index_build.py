@@ -1,7 +1,8 @@
 """The index stage: compact a version's table and keep its indexes current.
 
 Below `ann_min_rows` rows no ANN index is built: exact search over a compacted table is
-faster and exact. Scalar indexes serve the lookups the pipeline itself makes.
+faster and exact. Scalar indexes serve the lookups the pipeline itself makes. The full-text index
+of `documents.text` (text and hybrid search, see core/text_search.py) is kept current here too.
 """
 
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from lancedb.index import Bitmap, BTree, HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq
 
 from embedding_assets.core.store import LanceStore
+from embedding_assets.core.text_index import ensure_text_index
 
 SCALAR_INDEXES = {"content_hash": BTree, "origin_hash": BTree, "doc_id": BTree, "shard": Bitmap}
 ANN_INDEXES = {"IVF_HNSW_SQ": HnswSq, "IVF_HNSW_PQ": HnswPq, "IVF_PQ": IvfPq, "IVF_SQ": IvfSq, "IVF_FLAT": IvfFlat}
@@ -44,6 +46,7 @@ class IndexStats:
     ann_index: str
     scalar_indexes: list[str]
     search_mode: str
+    text_index: str = "none"
 
 
 def vector_index_type(table) -> str | None:
@@ -78,10 +81,12 @@ def build_index(
             "vector", config=ANN_INDEXES[ann_index_type](distance_type=DISTANCE, num_partitions=partitions)
         )
     ann = vector_index_type(table)
+    text_index = ensure_text_index(store)
     return IndexStats(
         rows=rows,
         table_version=table.version,
         ann_index=ann or "none",
         scalar_indexes=sorted(SCALAR_INDEXES),
         search_mode=f"ANN ({ann})" if ann else f"exact (fewer than {ann_min_rows:,} rows)",
+        text_index=text_index,
     )

@@ -71,6 +71,21 @@ ALIASES_SCHEMA = pa.schema(
         ("switched_by", pa.string()),
     ]
 )
+# An alias's canary: a candidate version, the table version of it that passed its gates, and the
+# share of the alias's traffic (0 < share < 1) routed to it. A table of its own, beside `aliases`:
+# existing stores need no migration, and the alias's history (rollback's source) stays the history
+# of what was live. No row: no canary.
+CANARIES_SCHEMA = pa.schema(
+    [
+        ("alias", pa.string()),
+        ("model_version", pa.string()),
+        ("table", pa.string()),
+        ("table_version", pa.int64()),
+        ("share", pa.float64()),
+        ("set_at", TIMESTAMP),
+        ("set_by", pa.string()),
+    ]
+)
 # One row per (model version, table version) whose blocking checks ran: what readers may open.
 GATE_VERDICTS_SCHEMA = pa.schema(
     [
@@ -98,6 +113,7 @@ FIXED_SCHEMAS = {
     "lsh_bands": LSH_BANDS_SCHEMA,
     "quarantine": QUARANTINE_SCHEMA,
     "aliases": ALIASES_SCHEMA,
+    "canaries": CANARIES_SCHEMA,
     "gate_verdicts": GATE_VERDICTS_SCHEMA,
     "eval_queries": EVAL_QUERIES_SCHEMA,
 }

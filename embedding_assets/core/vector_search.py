@@ -57,7 +57,12 @@ def nearest_hits(
     store: LanceStore, table, vector, k: int, where: str | None = None, snippet_chars: int = SNIPPET_CHARS
 ) -> list[Hit]:
     """The k nearest documents in `table` (a version's table, at whatever version it is opened at)."""
-    rows = nearest_documents(table, vector, k, where)
+    rows = [{**row, "_score": 1.0 - row["_distance"]} for row in nearest_documents(table, vector, k, where)]
+    return hits_of(store, rows, snippet_chars)
+
+
+def hits_of(store: LanceStore, rows: list[dict], snippet_chars: int = SNIPPET_CHARS) -> list[Hit]:
+    """Hits of ranked rows of a version's table (each with `_score`), with their documents' title and text."""
     documents = documents_by_id(store, [row["doc_id"] for row in rows])
     hits = []
     for row in rows:
@@ -66,7 +71,7 @@ def nearest_hits(
             Hit(
                 doc_id=row["doc_id"],
                 title=document.get("title"),
-                score=1.0 - row["_distance"],
+                score=row["_score"],
                 row_id=row["id"],
                 origin=row["origin"],
                 snippet=(document.get("text") or "")[:snippet_chars],

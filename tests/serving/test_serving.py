@@ -1,7 +1,10 @@
-"""The serving API over real HTTP on 127.0.0.1, with the real model, real Redis and a built index."""
+"""The serving API over real HTTP on 127.0.0.1, with the real model, real Redis and a built index.
+
+The last two tests change what is live, in order: an alias switch and rollback, then a canary rollout."""
 
 import asyncio
 import json
+import time
 import uuid
 
 import httpx
@@ -13,6 +16,7 @@ import yaml
 
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.aliases import current_alias
+from embedding_assets.core.canary import current_canary
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan
 from gpu_ops.hosted_encoder import HostedEncoder
 from gpu_ops.registry import ModelSpec
@@ -44,9 +48,9 @@ def server(deployment, redis_prefix):
         yield running
 
 
-def _post(server, path: str, body, key: str = API_KEY, **kwargs) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=60, **kwargs)
+def _post(server, path: str, body, key: str = API_KEY, headers: dict | None = None, **kwargs) -> httpx.Response:
+    sent = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{server.url}{path}", json=body, headers={**sent, **(headers or {})}, timeout=60, **kwargs)
 
 
 def _stats(server) -> dict:
@@ -237,8 +241,10 @@ def test_an_alias_switch_and_a_rollback_are_followed_without_a_restart(server, d
     second = {**registry["versions"][0], "key": SECOND_VERSION, "normalize": False}
     registry["versions"].append(second)
     deployment["registry"].write_text(yaml.safe_dump(registry))
+    # Registered, but neither live, canary nor listed as servable: nobody may load it through the API.
     unbuilt = _post(server, "/v1/search", {"vector": [0.05] * 384, "model": SECOND_VERSION})
-    assert (unbuilt.status_code, unbuilt.json()["error"]["code"]) == (404, "index_not_found")
+    assert (unbuilt.status_code, unbuilt.json()["error"]["code"]) == (404, "model_not_found")
+    assert "SERVING_VERSIONS" in unbuilt.json()["error"]["message"]
     report = run_pipeline(deployment["defs"], deployment["instance"], say=lambda _: None)
     assert report.live_version == SECOND_VERSION, report.live_error
 
@@ -258,3 +264,75 @@ def test_an_alias_switch_and_a_rollback_are_followed_without_a_restart(server, d
     after = _post(server, "/v1/search", {"query": query["input"]}).json()
     assert after["model"] == DEFAULT_VERSION and after["data"]
     assert _post(server, "/v1/embeddings", query).json()["model"] == DEFAULT_VERSION
+
+
+def _canary_job(deployment, model_version: str, percent: float):
+    config = {"ops": {"move_canary": {"config": {"model_version": model_version, "percent": percent}}}}
+    job = deployment["defs"].resolve_job_def("canary_job")
+    return job.execute_in_process(run_config=config, instance=deployment["instance"], raise_on_error=False)
+
+
+def _versions_by_user(server, users: list[str]) -> dict[str, tuple[str, int]]:
+    routed = {}
+    for user in users:
+        body = _post(
+            server, "/v1/search", {"query": "read a file line by line", "k": 3}, key=None, headers={"X-User-Id": user}
+        )
+        assert body.status_code == 200, body.text
+        routed[user] = (body.json()["model"], body.json()["table_version"])
+    return routed
+
+
+def test_a_canary_is_sticky_consistent_gated_and_cleared_in_seconds(deployment, redis_prefix):
+    """After the alias switch test: the second version was built, went live and was rolled back. It is
+    canaried at 50 %, refused while its gates fail, cleared by rollback and by 0 %, then made live at 100 %."""
+    store = deployment["resources"]["lancedb"].store()
+    rollback = deployment["defs"].resolve_job_def("rollback_job")
+    live = current_alias(store)
+    assert live.model_version == DEFAULT_VERSION
+
+    assert _canary_job(deployment, SECOND_VERSION, 50).success
+    canary = current_canary(store, "live")
+    assert (canary.model_version, canary.share) == (SECOND_VERSION, 0.5)
+    settings = ServingSettings(redis_url=REDIS_URL, redis_prefix=f"{redis_prefix}-canary", shadow_sample_rate=1.0)
+    users = [f"user-{n}" for n in range(24)]
+    with RunningServer(create_app(settings, deployment["resources"])) as server:
+        wait_ready(server.url)
+        first, again = _versions_by_user(server, users), _versions_by_user(server, users)
+        assert first == again  # sticky
+        pins = {DEFAULT_VERSION: live.table_version, SECOND_VERSION: canary.table_version}
+        assert {version for version, _ in first.values()} == set(pins)
+        assert all(table_version == pins[version] for version, table_version in first.values())
+        # Embedded and searched within one version: the embeddings a user gets come from its version.
+        for user in users[:6]:
+            embedded = _post(server, "/v1/embeddings", {"model": "live", "input": "x", "user": user}, key=None)
+            assert embedded.json()["model"] == first[user][0] == embedded.headers["X-Model-Version"]
+        stats = lambda: httpx.get(f"{server.url}/stats").json()["versions"]  # noqa: E731
+        deadline_ok = lambda: (stats().get(SECOND_VERSION) or {}).get("shadow_queries", 0) > 0  # noqa: E731
+        from tests.private_services import wait_until
+
+        wait_until(deadline_ok, "a shadow query compared the canary with live")
+        assert stats()[SECOND_VERSION]["mean_top10_overlap_with_live"] >= 0.9  # same weights, same ranking
+        assert stats()[SECOND_VERSION]["empty_result_rate"] == 0.0 and stats()[DEFAULT_VERSION]["count"] > 0
+
+        # An orphan row makes the candidate's newest table version fail count_parity: no move.
+        table = store.open_embeddings_table(SECOND_VERSION)
+        orphan = scan(table).slice(0, 1).to_pylist()[0] | {"id": "orphan:1", "doc_id": "orphan:1"}
+        table.add([orphan])
+        refused = _canary_job(deployment, SECOND_VERSION, 100)
+        assert not refused.success and current_canary(store, "live") == canary
+        assert current_alias(store).model_version == DEFAULT_VERSION
+        table.delete("doc_id = 'orphan:1'")
+
+        # make rollback during a canary pulls the canary; live stays.
+        assert rollback.execute_in_process(instance=deployment["instance"]).success
+        assert current_canary(store, "live") is None and current_alias(store) == live
+        assert {version for version, _ in _versions_by_user(server, users).values()} == {DEFAULT_VERSION}
+
+        assert _canary_job(deployment, SECOND_VERSION, 10).success
+        started = time.monotonic()
+        assert _canary_job(deployment, SECOND_VERSION, 0).success
+        assert current_canary(store, "live") is None and time.monotonic() - started < 10
+        assert _canary_job(deployment, SECOND_VERSION, 100).success
+        assert current_alias(store).model_version == SECOND_VERSION and current_canary(store, "live") is None
+        assert {version for version, _ in _versions_by_user(server, users).values()} == {SECOND_VERSION}

@@ -190,3 +190,47 @@ def test_serving_refuses_a_text_longer_than_the_window_instead_of_truncating(min
     assert too_long.vector is None and too_long.problem[0] == "input_too_long"
     assert f"at most {minilm_spec.window_tokens} tokens" in too_long.problem[1]
     np.testing.assert_allclose(short.vector, minilm_encoder.encode_texts(["a short text"]).vectors[0], atol=1e-6)
+
+
+def test_the_local_limiter_remembers_a_bounded_number_of_callers():
+    async def run():
+        limiter = LocalRateLimiter(limit=1, window_s=60, max_callers=10)
+        for n in range(1000):
+            await limiter.admit(f"address:{n}")
+        return limiter.callers(), (await limiter.admit("address:999")).allowed
+
+    assert asyncio.run(run()) == (10, False)
+
+
+def test_bulk_batches_wait_for_online_work_to_finish():
+    online_encoder, bulk_encoder = SlowEncoder(seconds=0.2), SlowEncoder(seconds=0.01)
+    started: dict[str, float] = {}
+
+    def timed(name, encoder):
+        def encode(texts):
+            started.setdefault(name, time.monotonic())
+            result = encoder(texts)
+            started.setdefault(f"{name} done", time.monotonic())
+            return result
+
+        return encode
+
+    async def run():
+        online = _batcher(timed("online", online_encoder))
+        bulk = MicroBatcher(
+            timed("bulk", bulk_encoder),
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk"),
+            window_s=0.001,
+            max_items=4,
+            max_tokens=100_000,
+            yield_to=online,
+        )
+        first = asyncio.ensure_future(online.submit(["online"]))
+        await asyncio.sleep(0.02)
+        results = await bulk.submit([f"bulk {n}" for n in range(10)])
+        await first
+        return results
+
+    results = asyncio.run(run())
+    assert len(results) == 10 and [len(call) for call in bulk_encoder.calls] == [4, 4, 2]
+    assert started["bulk"] >= started["online done"]
