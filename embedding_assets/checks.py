@@ -2,7 +2,15 @@
 
 import warnings
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, PreviewWarning, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetRecordsFilter,
+    PreviewWarning,
+    asset_check,
+)
 
 from embedding_assets.core.aliases import current_alias
 from embedding_assets.core.index_checks import (
@@ -14,11 +22,13 @@ from embedding_assets.core.index_checks import (
     vector_sanity,
 )
 from embedding_assets.core.promotion import compare_quality
+from embedding_assets.core.reembedding_plan import Outcome, latest_plan, plan_errors
 from embedding_assets.index import lance_index
-from partitions import model_version_partitions
+from partitions import embedding_partition_key, model_version_partitions, shard_partitions
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 from resources.promotion_policy import PromotionPolicyResource
+from resources.reembedding_budget import ReembeddingBudgetResource
 
 # Checks partitioned like their asset (one verdict per model version) are a preview feature of Dagster 1.13.
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
@@ -101,6 +111,57 @@ def quarantine_check(context: AssetCheckExecutionContext, lancedb: LanceDBResour
     return _result(quarantine_report(lancedb.store(), context.partition_key), AssetCheckSeverity.WARN)
 
 
+def _backfill_outcome(context: AssetCheckExecutionContext, model_version: str, after: float, gpu_hour_usd: float):
+    """The first embeddings materialization of each shard after the plan: the backfill the plan priced."""
+    keys = [str(embedding_partition_key(model_version, shard)) for shard in shard_partitions.get_partition_keys()]
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("embeddings"), asset_partitions=keys, after_timestamp=after),
+        limit=10 * len(keys),
+        ascending=True,
+    ).records
+    first = {}
+    for record in records:
+        first.setdefault(record.partition_key, record)
+    if len(first) < len(keys):
+        return None, len(first), len(keys)
+    metadata = [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in first.values()]
+    device_seconds = sum(float(m.get("wall_seconds", 0)) for m in metadata)
+    start = min(r.timestamp - float(m.get("wall_seconds", 0)) for r, m in zip(first.values(), metadata))
+    outcome = Outcome(
+        calls=sum(int(m.get("model_calls", 0)) for m in metadata),
+        tokens=sum(int(m.get("tokens", 0)) for m in metadata),
+        cost_usd=sum(float(m.get("estimated_cost_usd", 0)) for m in metadata) or device_seconds / 3600 * gpu_hour_usd,
+        wall_seconds=max(r.timestamp for r in first.values()) - start,
+    )
+    return outcome, len(first), len(keys)
+
+
+@asset_check(asset=lance_index, partitions_def=model_version_partitions)
+def reembedding_plan_check(
+    context: AssetCheckExecutionContext, lancedb: LanceDBResource, reembedding_budget: ReembeddingBudgetResource
+) -> AssetCheckResult:
+    """The version's re-embedding plan beside what its backfill did (calls, tokens, cost, wall) and each
+    estimate's error; informational, never blocks."""
+    recorded = latest_plan(lancedb.store(), context.partition_key)
+    if recorded is None:
+        return AssetCheckResult(passed=True, description="no re-embedding plan was made for this version")
+    outcome, done, total = _backfill_outcome(
+        context, context.partition_key, recorded.planned_at.timestamp(), reembedding_budget.gpu_hour_usd
+    )
+    if outcome is None:
+        return AssetCheckResult(passed=True, description=f"backfill in progress: {done}/{total} shards embedded")
+    errors = plan_errors(recorded.plan, outcome)
+    description = ", ".join(
+        f"{name} planned {e['planned']:,.4g} vs actual {e['actual']:,.4g} ({e['error']:+.1%})"
+        for name, e in errors.items()
+    )
+    metadata = {f"{name}_{field}": value for name, error in errors.items() for field, value in error.items()} | {
+        "planned_at": recorded.planned_at.isoformat(),
+        "plan_device": recorded.plan.device,
+    }
+    return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN, description=description, metadata=metadata)
+
+
 index_checks = [
     count_parity_check,
     single_model_version_check,
@@ -108,4 +169,5 @@ index_checks = [
     ann_recall_check,
     eval_recall_check,
     quarantine_check,
+    reembedding_plan_check,
 ]

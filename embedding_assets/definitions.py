@@ -15,6 +15,7 @@ from embedding_assets.embeddings import embeddings
 from embedding_assets.export import parquet_export
 from embedding_assets.index import lance_index, live_index
 from embedding_assets.jobs import all_jobs, retained_gc_schedule
+from embedding_assets.reembedding_plan import reembedding_plan
 from gpu_ops.launch import GpuLaunchSettings
 from resources.deployments import resources_for_deployment
 from sensors.automation import build_automation_sensors
@@ -25,7 +26,7 @@ from sensors.model_registry import model_registry_sensor
 def build_definitions(resources: dict) -> Definitions:
     """The project's graph bound to `resources`; tests bind it to temporary folders."""
     return Definitions(
-        assets=[corpus, dedup_signatures, embeddings, lance_index, live_index, parquet_export],
+        assets=[corpus, dedup_signatures, reembedding_plan, embeddings, lance_index, live_index, parquet_export],
         asset_checks=index_checks,
         jobs=all_jobs,
         schedules=[retained_gc_schedule],

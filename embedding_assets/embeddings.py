@@ -1,10 +1,12 @@
 from datetime import datetime, timezone
 
-from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, AutomationCondition, Config, Failure, MaterializeResult, asset
 
 from embedding_assets.core.embedding_run import COMMIT_GROUP_CONTENTS, Progress, embed_shard
+from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.dedup import dedup_signatures
+from embedding_assets.reembedding_plan import reembedding_plan
 from partitions import embedding_partitions
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
@@ -89,8 +91,9 @@ def embed_partition(
     partitions_def=embedding_partitions,
     group_name="embeddings",
     kinds={"lancedb", "pytorch"},
-    deps=[dedup_signatures],
-    # A new model_versions partition leaves every shard missing: the automation sensor backfills them.
+    deps=[dedup_signatures, reembedding_plan],
+    # A new model_versions partition leaves every shard missing: once its plan fits the budget, the
+    # automation sensor backfills them.
     automation_condition=AutomationCondition.on_missing(),
 )
 def embeddings(
@@ -101,6 +104,12 @@ def embeddings(
 ) -> MaterializeResult:
     """Vectors of the shard's documents for one model version; only unseen content reaches the model."""
     keys = context.partition_key.keys_by_dimension
+    planned = latest_plan(lancedb.store(), keys["model_version"])
+    if planned is not None and not planned.within_budget:
+        raise Failure(
+            f"{keys['model_version']}: its re-embedding plan of {planned.planned_at:%Y-%m-%d %H:%M} is over budget "
+            f"({planned.reason}); raise the budget and materialize reembedding_plan again. No model call made."
+        )
     return MaterializeResult(
         metadata=embed_partition(
             context.log, lancedb, model_registry, keys["model_version"], keys["shard"], config.commit_group_contents

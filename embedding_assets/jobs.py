@@ -14,10 +14,12 @@ from embedding_assets.dedup import dedup_signatures
 from embedding_assets.embeddings import embeddings
 from embedding_assets.export import parquet_export
 from embedding_assets.index import lance_index, live_index
+from embedding_assets.reembedding_plan import reembedding_plan
 from embedding_assets.retained_gc import drop_expired_retained_vectors
 
 corpus_job = define_asset_job("corpus_job", selection=AssetSelection.assets(corpus))
 dedup_job = define_asset_job("dedup_job", selection=AssetSelection.assets(dedup_signatures))
+plan_job = define_asset_job("plan_job", selection=AssetSelection.assets(reembedding_plan))
 embed_job = define_asset_job("embed_job", selection=AssetSelection.assets(embeddings))
 index_job = define_asset_job("index_job", selection=AssetSelection.assets(lance_index))
 live_index_job = define_asset_job("live_index_job", selection=AssetSelection.assets(live_index))
@@ -48,6 +50,7 @@ all_jobs = [
     apply_change_job,
     corpus_job,
     dedup_job,
+    plan_job,
     embed_job,
     index_job,
     live_index_job,

@@ -30,6 +30,7 @@ CALL_SETTINGS = frozenset(
         "max_concurrent_requests",
         "max_retries",
         "request_timeout_s",
+        "batch_api",
     }
 )
 # Fields added for newer backends: they count in a fingerprint once set, so fingerprints
@@ -75,6 +76,8 @@ class ModelSpec(BaseModel):
     max_concurrent_requests: int = Field(default=4, gt=0)
     max_retries: int = Field(default=6, ge=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
+    # openai only: backfills go through the provider's Batch API (half the price, results within a day).
+    batch_api: bool = False
 
     @field_validator("key")
     @classmethod
@@ -98,6 +101,8 @@ class ModelSpec(BaseModel):
             raise ValueError(f"a {self.backend} model needs source (where its weights are)")
         if self.backend == "open_clip" and self.modality != "multimodal":
             raise ValueError("an open_clip model embeds images and texts in one space: modality must be multimodal")
+        if self.batch_api and self.backend != "openai":
+            raise ValueError("batch_api is a hosted provider's option: only an openai model can use it")
         if self.dimensions is not None and self.dimensions != self.dim:
             raise ValueError(f"dimensions {self.dimensions} asks the provider for a width other than dim {self.dim}")
         return self

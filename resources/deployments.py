@@ -18,6 +18,7 @@ from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 from resources.parquet_export import ParquetExportResource
 from resources.promotion_policy import PromotionPolicyResource
+from resources.reembedding_budget import ReembeddingBudgetResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EMBEDDINGS_DATA_DIR", PROJECT_ROOT / ".data"))
@@ -39,6 +40,16 @@ def _mass_delete_settings() -> dict:
         "mass_delete_max_share": float(os.environ.get("MASS_DELETE_MAX_SHARE", "0.10")),
         "mass_delete_floor": int(os.environ.get("MASS_DELETE_FLOOR", "5")),
     }
+
+
+def _budget_from_env() -> ReembeddingBudgetResource:
+    """MAX_REEMBED_COST (dollars), MAX_REEMBED_HOURS, GPU_HOUR_USD, GPU_CONCURRENT_RUNS; unset: no limit."""
+    return ReembeddingBudgetResource(
+        max_reembed_cost=float(os.environ.get("MAX_REEMBED_COST") or 0),
+        max_reembed_hours=float(os.environ.get("MAX_REEMBED_HOURS") or 0),
+        gpu_hour_usd=float(os.environ.get("GPU_HOUR_USD") or 0),
+        gpu_concurrent_runs=int(os.environ.get("GPU_CONCURRENT_RUNS") or 0),
+    )
 
 
 def local_resources(
@@ -76,6 +87,7 @@ def local_resources(
         "export_target": ParquetExportResource(
             uri=os.environ.get("EXPORT_URI") or f"{embeddings_uri.rstrip('/').rsplit('/', 1)[0]}/exports", s3=s3
         ),
+        "reembedding_budget": _budget_from_env(),
     }
 
 
@@ -120,6 +132,7 @@ def prod_resources() -> dict:
         "export_target": ParquetExportResource(
             uri=EnvVar("EXPORT_URI"), s3=S3Resource(region_name=EnvVar("AWS_REGION"))
         ),
+        "reembedding_budget": _budget_from_env(),
     }
 
 

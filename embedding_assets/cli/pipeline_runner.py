@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, Definitions, SkipReason, build_sensor_context
+from dagster import AssetKey, DagsterInstance, Definitions, SkipReason, build_sensor_context
 
 from embedding_assets.core.documents import LIVE_DOCUMENTS
 from embedding_assets.core.schemas import embeddings_table_name
-from embedding_assets.jobs import corpus_job, dedup_job, embed_job, export_job, index_job, live_index_job
+from embedding_assets.jobs import corpus_job, dedup_job, embed_job, export_job, index_job, live_index_job, plan_job
 from partitions import embedding_partition_key, model_version_partitions, shard_partitions
 from sensors.corpus_change import corpus_change_sensor
 
@@ -119,8 +119,16 @@ def run_pipeline(
         for shard in shards:
             _add(report.totals, _metadata(execute(dedup_job, shard), "dedup_signatures"), DEDUP_TOTALS)
         to_embed = versions
+    planned = instance.get_materialized_partitions(AssetKey("reembedding_plan"))
     for version in versions:
         counter = report.per_version.setdefault(version, Counter())
+        # As the daemon does: a version is planned once, before its first backfill, and not embedded over budget.
+        if version in to_embed and version not in planned:
+            plan = execute(plan_job, version, raise_on_error=False)
+            if not plan.success:
+                say(f"plan: {version} refused (over budget or not loadable): see its reembedding_plan run")
+                continue
+            counter["planned_calls"] = int(_metadata(plan, "reembedding_plan").get("model_calls", 0) or 0)
         if version in to_embed:
             say(f"embeddings: {version} over {len(shards)} shards")
             for shard in shards:

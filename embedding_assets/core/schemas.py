@@ -107,6 +107,17 @@ EVAL_QUERIES_SCHEMA = pa.schema(
         ("built_at", TIMESTAMP),
     ]
 )
+# One row per re-embedding plan made for a model version (see core/reembedding_plan.py): the
+# numbers as JSON, and whether they fit the budget, which the embedding stage reads before any call.
+REEMBEDDING_PLANS_SCHEMA = pa.schema(
+    [
+        ("model_version", pa.string()),
+        ("planned_at", TIMESTAMP),
+        ("within_budget", pa.bool_()),
+        ("reason", pa.string()),
+        ("plan", pa.string()),
+    ]
+)
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
@@ -116,6 +127,7 @@ FIXED_SCHEMAS = {
     "canaries": CANARIES_SCHEMA,
     "gate_verdicts": GATE_VERDICTS_SCHEMA,
     "eval_queries": EVAL_QUERIES_SCHEMA,
+    "reembedding_plans": REEMBEDDING_PLANS_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {

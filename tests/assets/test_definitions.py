@@ -48,7 +48,14 @@ def test_definitions_load_with_every_asset_check_and_job():
         "embedding_backfill_sensor",
         "index_and_promotion_sensor",
     }
-    assert set(defs.resources) == {"lancedb", "corpus_source", "model_registry", "promotion_policy", "export_target"}
+    assert set(defs.resources) == {
+        "lancedb",
+        "corpus_source",
+        "model_registry",
+        "promotion_policy",
+        "export_target",
+        "reembedding_budget",
+    }
 
 
 def test_dagster_definitions_validate_passes():

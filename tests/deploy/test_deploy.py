@@ -84,8 +84,8 @@ def test_the_whole_graph_on_postgres_is_read_back_by_a_fresh_instance(
     fresh = DagsterInstance.from_config(str(home))
     try:
         runs = fresh.get_runs()
-        # corpus, dedup and embeddings per shard; index and export per version; live_index.
-        assert len(runs) == 16 * 3 + 2 + 1 and all(run.is_success for run in runs)
+        # corpus, dedup and embeddings per shard; plan, index and export per version; live_index.
+        assert len(runs) == 16 * 3 + 3 + 1 and all(run.is_success for run in runs)
         assert len(fresh.get_materialized_partitions(AssetKey("embeddings"))) == 16
         assert fresh.get_dynamic_partitions("model_versions") == [DEFAULT_VERSION]
         event = fresh.get_latest_materialization_event(AssetKey("embeddings"))

@@ -57,6 +57,7 @@ def test_a_new_version_becomes_a_partition_and_a_backfill_of_every_shard(setup):
     # The daemon's first evaluation only initialises its cursor.
     baseline = evaluate_automation_conditions(defs=defs, instance=instance)
     # Mark v1 as fully built so only the new version is missing.
+    instance.report_runless_asset_event(AssetMaterialization("reembedding_plan", partition="minilm-l6-v1"))
     for shard in shard_partitions.get_partition_keys():
         instance.report_runless_asset_event(AssetMaterialization("dedup_signatures", partition=shard))
         v1_shard = str(embedding_partition_key("minilm-l6-v1", shard))
@@ -68,7 +69,12 @@ def test_a_new_version_becomes_a_partition_and_a_backfill_of_every_shard(setup):
     assert tick.added == ["minilm-l6-v2"] and tick.deleted == []
     assert any("registered minilm-l6-v2" in line for line in tick.lines)
 
-    requested = evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    planning = evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    # The version's plan first; its shards once the plan is in (within budget).
+    assert planning.get_requested_partitions(AssetKey("reembedding_plan")) == {"minilm-l6-v2"}
+    assert not planning.get_requested_partitions(AssetKey("embeddings"))
+    instance.report_runless_asset_event(AssetMaterialization("reembedding_plan", partition="minilm-l6-v2"))
+    requested = evaluate_automation_conditions(defs=defs, instance=instance, cursor=planning.cursor)
     shards = requested.get_requested_partitions(AssetKey("embeddings"))
     assert sorted(shards) == sorted(
         str(embedding_partition_key("minilm-l6-v2", s)) for s in shard_partitions.get_partition_keys()
