@@ -20,6 +20,7 @@ from gpu_ops.launch import GpuLaunchSettings
 from resources.deployments import resources_for_deployment
 from sensors.automation import build_automation_sensors
 from sensors.corpus_change import corpus_change_sensor
+from sensors.hosted_backfill import hosted_backfill_sensor
 from sensors.model_registry import model_registry_sensor
 
 
@@ -30,7 +31,12 @@ def build_definitions(resources: dict) -> Definitions:
         asset_checks=index_checks,
         jobs=all_jobs,
         schedules=[retained_gc_schedule],
-        sensors=[model_registry_sensor, corpus_change_sensor, *build_automation_sensors(GpuLaunchSettings.from_env())],
+        sensors=[
+            model_registry_sensor,
+            corpus_change_sensor,
+            hosted_backfill_sensor,
+            *build_automation_sensors(GpuLaunchSettings.from_env()),
+        ],
         resources=resources,
     )
 

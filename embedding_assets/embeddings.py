@@ -1,12 +1,21 @@
 from datetime import datetime, timezone
 
-from dagster import AssetExecutionContext, AutomationCondition, Config, Failure, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetSelection,
+    AutomationCondition,
+    Config,
+    Failure,
+    MaterializeResult,
+    asset,
+)
 
 from embedding_assets.core.embedding_run import COMMIT_GROUP_CONTENTS, Progress, embed_shard
 from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.dedup import dedup_signatures
 from embedding_assets.reembedding_plan import reembedding_plan
+from gpu_ops.launch import HOSTED_QUEUE_TAG
 from partitions import embedding_partitions
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
@@ -20,6 +29,12 @@ def _log_progress(log, model_version: str):
         )
 
     return report
+
+
+# A hosted version's plan ran on its provider's queue: its shards are `hosted_backfill_sensor`'s, not the GPU's.
+PLANNED_FOR_A_PROVIDER = AutomationCondition.any_deps_match(
+    AutomationCondition.executed_with_tags(tag_keys={HOSTED_QUEUE_TAG})
+).allow(AssetSelection.assets(reembedding_plan))
 
 
 class EmbeddingsConfig(Config):
@@ -92,9 +107,11 @@ def embed_partition(
     group_name="embeddings",
     kinds={"lancedb", "pytorch"},
     deps=[dedup_signatures, reembedding_plan],
-    # A new model_versions partition leaves every shard missing: once its plan fits the budget, the
-    # automation sensor backfills them.
-    automation_condition=AutomationCondition.on_missing(),
+    # A new model_versions partition leaves every shard missing: once its plan is in (within the budget),
+    # the automation sensor backfills a local version's shards on the GPU queue.
+    automation_condition=(AutomationCondition.on_missing() & ~PLANNED_FOR_A_PROVIDER).with_label(
+        "on_missing, planned for the GPU"
+    ),
 )
 def embeddings(
     context: AssetExecutionContext,

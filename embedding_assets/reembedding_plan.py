@@ -1,7 +1,7 @@
 """`reembedding_plan`: what a version's backfill will call, cost and take, before it calls anything.
 
-Materialized per model version ahead of its embeddings (they depend on it), on the backfill's own
-device, so the measured throughput is the one the backfill will get. A plan over the budget fails
+Requested per model version by `model_registry_sensor` ahead of its embeddings (they depend on it),
+on the queue its backfill will use, so the measured throughput is the one the backfill will get. A plan over the budget fails
 with its numbers: the version's embeddings stay unrequested, and `embeddings` refuses to run for it.
 """
 
@@ -12,7 +12,6 @@ from dagster import (
     AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
-    AutomationCondition,
     Failure,
     MaterializeResult,
     asset,
@@ -43,7 +42,6 @@ def gpu_runs_at_once(context: AssetExecutionContext, configured: int) -> int:
     group_name="embeddings",
     kinds={"lancedb"},
     deps=[AssetDep(dedup_signatures, partition_mapping=AllPartitionMapping())],
-    automation_condition=AutomationCondition.on_missing(),
 )
 def reembedding_plan(
     context: AssetExecutionContext,

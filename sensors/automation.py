@@ -8,7 +8,6 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 
 from embedding_assets.embeddings import embeddings
 from embedding_assets.index import lance_index, live_index
-from embedding_assets.reembedding_plan import reembedding_plan
 from gpu_ops.launch import GpuLaunchSettings, gpu_run_tags
 
 
@@ -16,12 +15,12 @@ def build_automation_sensors(gpu_settings: GpuLaunchSettings) -> list[Automation
     return [
         AutomationConditionSensorDefinition(
             "embedding_backfill_sensor",
-            target=AssetSelection.assets(reembedding_plan, embeddings),
+            target=AssetSelection.assets(embeddings),
             run_tags=gpu_run_tags(gpu_settings),
             emit_backfills=True,
             default_status=DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=30,
-            description="Plans, then backfills, every shard of a newly registered model version on the GPU queue.",
+            description="Backfills every shard of a newly registered local model version on the GPU queue, once planned.",
         ),
         AutomationConditionSensorDefinition(
             "index_and_promotion_sensor",

@@ -1,16 +1,20 @@
 """`model_registry_sensor`: the registry file is the source of truth for which versions exist.
 
-A new valid entry becomes a `model_versions` partition; the embedding backfill sensor then
-backfills every shard of it on the GPU queue. An entry removed from the registry is retired:
+A new valid entry becomes a `model_versions` partition, and once the corpus is deduplicated its
+re-embedding plan is requested on the queue its backfill will use (the GPU's, or its provider's
+for a hosted version), so the plan's throughput is measured where the backfill runs. Once the
+plan fits the budget, `embedding_backfill_sensor` backfills a local version's shards on the GPU
+queue and `hosted_backfill_sensor` a hosted version's on its provider's queue. An entry removed from the registry is retired:
 its partition is deleted and its pending backfills are canceled, so it is never half-run.
 Malformed entries are refused with their reason in the tick's log; the others proceed.
 """
 
 import json
-from statistics import fmean
 
 from dagster import (
+    AssetKey,
     DefaultSensorStatus,
+    RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -18,35 +22,15 @@ from dagster import (
 )
 
 from embedding_assets.core.aliases import current_alias
-from embedding_assets.core.documents import LIVE_DOCUMENTS
-from embedding_assets.core.store import LanceStore
-from gpu_ops.hosted_encoder import backfill_cost_usd, estimated_token_count
-from gpu_ops.registry import ModelSpec
+from embedding_assets.jobs import plan_job
+from gpu_ops.launch import GpuLaunchSettings, run_tags_for
+from gpu_ops.registry import ModelRegistry
 from partitions import model_version_partitions
 from resources.lance_store import LanceDBResource
 from resources.model_registry import ModelRegistryResource
 from sensors.dagster_private import BulkActionStatus
 
 PENDING_BACKFILL_STATUSES = (BulkActionStatus.REQUESTED,)
-# Documents whose tokens are counted to estimate a hosted backfill's cost.
-COST_SAMPLE_DOCUMENTS = 1_000
-
-
-def backfill_cost_estimate(store: LanceStore, spec: ModelSpec) -> str:
-    """What embedding the corpus with a hosted version will cost, said before its backfill starts.
-
-    The seed formula, documents x tokens per document / 1000 x price, with tokens per document
-    estimated on a sample; an upper bound, since duplicates reuse a representative's vector.
-    """
-    documents = store.table("documents")
-    count = documents.count_rows(LIVE_DOCUMENTS)
-    sample = documents.search().where(LIVE_DOCUMENTS).select(["text"]).limit(COST_SAMPLE_DOCUMENTS).to_arrow()
-    per_document = fmean(map(estimated_token_count, sample.column("text").to_pylist())) if count else 0.0
-    cost = backfill_cost_usd(count, per_document, spec.price_per_1k_tokens)
-    return (
-        f"{spec.key}: estimated backfill cost ${cost:,.4f} = {count:,} documents x {per_document:,.1f} tokens "
-        f"per document / 1000 x ${spec.price_per_1k_tokens} per 1k tokens (less where duplicates reuse vectors)"
-    )
 
 
 def _cancel_backfills_of(context: SensorEvaluationContext, model_version: str) -> int:
@@ -63,6 +47,27 @@ def _cancel_backfills_of(context: SensorEvaluationContext, model_version: str) -
                 context.instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELING))
                 canceled += 1
     return canceled
+
+
+def _plan_requests(context: SensorEvaluationContext, registry: ModelRegistry, fingerprints: dict) -> list[RunRequest]:
+    """A plan run for each registered version without a plan, once every shard read from the corpus is
+    deduplicated (the plan counts representatives); keyed by version and settings, so a refused plan is
+    not retried by itself."""
+    deduplicated = context.instance.get_materialized_partitions(AssetKey("dedup_signatures"))
+    if not deduplicated or not context.instance.get_materialized_partitions(AssetKey("corpus")) <= deduplicated:
+        return []
+    planned = context.instance.get_materialized_partitions(AssetKey("reembedding_plan"))
+    settings = GpuLaunchSettings.from_env()
+    return [
+        RunRequest(
+            job_name=plan_job.name,
+            partition_key=key,
+            run_key=f"plan:{key}:{fingerprints[key]}",
+            tags=run_tags_for(spec, settings),
+        )
+        for key, spec in registry.specs.items()
+        if key not in planned
+    ]
 
 
 @sensor(minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
@@ -98,9 +103,8 @@ def model_registry_sensor(
         canceled = _cancel_backfills_of(context, key)
         context.log.info(f"retired {key}: partition removed, {canceled} pending backfill(s) canceled; its table stays")
     for key in added:
-        context.log.info(f"registered {key}: partition added; every shard will be backfilled on the GPU queue")
-        if registry.specs[key].backend == "openai":
-            context.log.info(backfill_cost_estimate(store, registry.specs[key]))
+        queue = "its provider's queue" if registry.specs[key].backend == "openai" else "the GPU queue"
+        context.log.info(f"registered {key}: partition added; planned, then backfilled on {queue}")
 
     requests = []
     if added:
@@ -110,7 +114,8 @@ def model_registry_sensor(
     # Entries that are malformed for now keep their old fingerprint, so a fix must restore the same settings.
     kept = {key: registered_before[key] for key in registry.invalid_keys if key in registered_before}
     cursor = json.dumps({**kept, **fingerprints}, sort_keys=True)
-    if not requests:
+    plans = _plan_requests(context, registry, fingerprints)
+    if not requests and not plans:
         unchanged = SkipReason(f"registry unchanged: {', '.join(registry.specs) or 'empty'}")
         return SensorResult(skip_reason=unchanged, cursor=cursor)
-    return SensorResult(dynamic_partitions_requests=requests, cursor=cursor)
+    return SensorResult(dynamic_partitions_requests=requests, run_requests=plans, cursor=cursor)

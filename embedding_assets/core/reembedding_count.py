@@ -116,8 +116,11 @@ def plan_reembedding(
 
 
 def _timed_sample(encoder: Encoder, contents: list[tuple[str, str]], size: int) -> tuple[int, float]:
-    """Representatives spread over the length order (short to long), encoded once to warm up and once timed."""
-    if not contents or size <= 0:
+    """Representatives spread over the length order (short to long), encoded once to warm up and once timed.
+
+    Not for a hosted model: its rate is the provider's rate limits and queue, which a few paid requests
+    do not measure (its plan gives no ETA; its cost needs none)."""
+    if not contents or size <= 0 or encoder.device == "hosted":
         return 0, 0.0
     step = max(1, len(contents) // size)
     sample = [text for _, text in contents[::step][:size]]

@@ -107,7 +107,9 @@ class ReembeddingPlan:
             "measured_sample": f"{self.sample_calls} representatives in {self.sample_seconds:.2f}s",
             "model_load_seconds": round(self.load_seconds, 2),
             "gpu_runs_at_once": self.concurrent_runs,
-            "eta_hours": round(self.eta_seconds / 3600, 4),
+            "eta_hours": round(self.eta_seconds / 3600, 4)
+            if self.sample_calls
+            else "not measured (hosted or nothing to do)",
             "estimated_cost_usd": round(self.cost_usd, 6),
             "estimated_batch_cost_usd": round(self.batch_cost_usd, 6) if self.batch_cost_usd is not None else "n/a",
             "billed_at": "Batch API price" if self.batch_api and self.price_per_1k_tokens else "list price",

@@ -12,6 +12,7 @@ def test_definitions_load_with_every_asset_check_and_job():
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
         "corpus",
         "dedup_signatures",
+        "reembedding_plan",
         "embeddings",
         "lance_index",
         "live_index",
@@ -25,11 +26,13 @@ def test_definitions_load_with_every_asset_check_and_job():
         "ann_recall_check",
         "eval_recall_check",
         "quarantine_check",
+        "reembedding_plan_check",
     }
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     assert jobs >= {
         "corpus_job",
         "dedup_job",
+        "plan_job",
         "embed_job",
         "index_job",
         "live_index_job",
@@ -45,6 +48,7 @@ def test_definitions_load_with_every_asset_check_and_job():
     assert sensors == {
         "model_registry_sensor",
         "corpus_change_sensor",
+        "hosted_backfill_sensor",
         "embedding_backfill_sensor",
         "index_and_promotion_sensor",
     }

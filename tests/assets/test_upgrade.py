@@ -78,15 +78,12 @@ def deployment(tmp_path, eval_corpus, cache_dir):
 
 def _embed_every_shard(deployment, version, cursor, during=lambda: None):
     """What the automation sensor's backfill does: every requested shard, one run each."""
-    Tick(deployment.defs, deployment.instance)
-    planning = evaluate_automation_conditions(defs=deployment.defs, instance=deployment.instance, cursor=cursor)
-    # The plan comes first: the version's shards wait for it.
-    assert planning.get_requested_partitions(AssetKey("reembedding_plan")) == {version}
-    assert not planning.get_requested_partitions(AssetKey("embeddings"))
+    tick = Tick(deployment.defs, deployment.instance)
+    # The plan comes first, on the GPU queue: the version's shards wait for it.
+    [plan] = tick.result.run_requests
+    assert (plan.job_name, plan.partition_key, plan.tags["gpu"]) == ("plan_job", version, "true")
     assert deployment.run("plan_job", version).success
-    evaluation = evaluate_automation_conditions(
-        defs=deployment.defs, instance=deployment.instance, cursor=planning.cursor
-    )
+    evaluation = evaluate_automation_conditions(defs=deployment.defs, instance=deployment.instance, cursor=cursor)
     shards = sorted(evaluation.get_requested_partitions(AssetKey("embeddings")))
     assert shards and all(key.startswith(f"{version}|") for key in shards)
     for position, key in enumerate(shards):

@@ -218,8 +218,8 @@ def test_cost_is_the_providers_tokens_times_the_price(serve, texts):
     assert backfill_cost_usd(documents=10_000, tokens_per_document=250, price_per_1k_tokens=0.13) == pytest.approx(325)
 
 
-def _registry_sensor_log(defs, instance) -> list[str]:
-    """One model_registry_sensor tick, applied as the daemon would; returns what it logged."""
+def _registry_sensor_tick(defs, instance):
+    """One model_registry_sensor tick, applied as the daemon would; returns what it logged and its run requests."""
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
@@ -228,7 +228,7 @@ def _registry_sensor_log(defs, instance) -> list[str]:
         result = defs.resolve_sensor_def("model_registry_sensor")(context)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return lines
+    return lines, result.run_requests
 
 
 def _vectors_by_id(store: LanceStore, version: str) -> dict[str, np.ndarray]:
@@ -263,14 +263,18 @@ def test_a_hosted_version_is_embedded_side_by_side_complete_and_exact_while_half
         for shard in shards:
             run("corpus_job", shard)
             run("dedup_job", shard)
-        # Before any backfill starts, the registry sensor says what the hosted one will cost.
-        log = _registry_sensor_log(defs, instance)
-        per_document = np.mean([estimated_token_count(normalize_text(r["text"])) for r in records])
-        estimate = backfill_cost_usd(len(records), per_document, PRICE)
-        assert any(
-            line.startswith(f"{HOSTED_VERSION}: estimated backfill cost ${estimate:,.4f} = {len(records)} documents")
-            for line in log
-        ), log
+        # Before any backfill starts, the registry sensor asks for the hosted version's plan on its provider's
+        # queue, and the plan prices the calls its backfill will make.
+        log, plans = _registry_sensor_tick(defs, instance)
+        assert any(f"registered {HOSTED_VERSION}" in line and "provider's queue" in line for line in log), log
+        [hosted_plan] = [r for r in plans if r.partition_key == HOSTED_VERSION]
+        assert hosted_plan.tags == {"hosted_provider": server.base_url.split("//")[1].split("/")[0]}
+        planned = run("plan_job", HOSTED_VERSION).asset_materializations_for_node("reembedding_plan")[-1].metadata
+        planned = {key: value.value for key, value in planned.items()}
+        assert planned["estimated_cost_usd"] == pytest.approx(planned["tokens"] / 1000 * PRICE, abs=1e-6)
+        assert planned["estimated_batch_cost_usd"] == "n/a" or planned["billed_at"] == "list price"
+        # The plan sends nothing: a provider's rate is not measured by a few paid requests.
+        assert server.requests == [] and planned["measured_calls_per_second"] == 0
 
         metadata = {}
         for version in (DEFAULT_VERSION, HOSTED_VERSION):
@@ -288,6 +292,8 @@ def test_a_hosted_version_is_embedded_side_by_side_complete_and_exact_while_half
         assert sum(m["provider_retries"] for m in hosted) == faults
         tokens = sum(m["provider_tokens"] for m in hosted)
         assert tokens == sum(request.tokens for request in server.answered)
+        # The plan counted the representatives the backfill sent (the refused one included).
+        assert planned["model_calls"] == sum(m["model_calls"] for m in hosted)
         assert sum(m["estimated_cost_usd"] for m in hosted) == pytest.approx(tokens / 1000 * PRICE, abs=1e-5)
         assert all(m["device"] == "hosted (float32)" for m in hosted)
 

@@ -69,9 +69,10 @@ def test_a_new_version_becomes_a_partition_and_a_backfill_of_every_shard(setup):
     assert tick.added == ["minilm-l6-v2"] and tick.deleted == []
     assert any("registered minilm-l6-v2" in line for line in tick.lines)
 
+    # The version's plan first, on the GPU queue; its shards once the plan is in (within budget).
+    [plan] = [r for r in tick.result.run_requests if r.partition_key == "minilm-l6-v2"]
+    assert plan.job_name == "plan_job" and plan.tags["gpu"] == "true"
     planning = evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
-    # The version's plan first; its shards once the plan is in (within budget).
-    assert planning.get_requested_partitions(AssetKey("reembedding_plan")) == {"minilm-l6-v2"}
     assert not planning.get_requested_partitions(AssetKey("embeddings"))
     instance.report_runless_asset_event(AssetMaterialization("reembedding_plan", partition="minilm-l6-v2"))
     requested = evaluate_automation_conditions(defs=defs, instance=instance, cursor=planning.cursor)
