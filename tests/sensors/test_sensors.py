@@ -8,6 +8,7 @@ import yaml
 from dagster import (
     AssetKey,
     AssetMaterialization,
+    build_sensor_context,
     evaluate_automation_conditions,
     instance_for_test,
 )
@@ -149,3 +150,39 @@ def test_the_live_version_cannot_be_removed_and_settings_cannot_change_under_a_k
     removed = Tick(defs, instance, changed.cursor)
     assert "minilm-l6-v1" not in removed.deleted
     assert any("minilm-l6-v1 is live" in line for line in removed.lines)
+
+
+HOSTED = {
+    "key": "hosted-small-v1",
+    "backend": "openai",
+    "model_id": "text-embedding-3-small",
+    "base_url": "http://127.0.0.1:9/v1",
+    "api_key_env": "HOSTED_TEST_KEY",
+    "dim": 384,
+    "max_tokens": 8191,
+}
+
+
+def test_a_hosted_version_is_planned_and_backfilled_on_its_providers_queue_never_the_gpus(setup, monkeypatch):
+    monkeypatch.setenv("HOSTED_TEST_KEY", "sk-test")
+    defs, instance, registry, _ = setup
+    first = Tick(defs, instance)
+    baseline = evaluate_automation_conditions(defs=defs, instance=instance)
+    for shard in shard_partitions.get_partition_keys():
+        instance.report_runless_asset_event(AssetMaterialization("dedup_signatures", partition=shard))
+    _write_registry(registry, [_first_entry(), HOSTED])
+    tick = Tick(defs, instance, first.cursor)
+    [plan] = [r for r in tick.result.run_requests if r.partition_key == HOSTED["key"]]
+    assert plan.tags == {"hosted_provider": "127.0.0.1:9"}
+    # The plan runs where the daemon puts it, with its tags; it sends the provider nothing.
+    result = defs.resolve_job_def(plan.job_name).execute_in_process(
+        partition_key=plan.partition_key, tags=plan.tags, instance=instance
+    )
+    assert result.success
+    automation = evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert not any(key.startswith(HOSTED["key"]) for key in automation.get_requested_partitions(AssetKey("embeddings")))
+    with build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+        hosted = defs.resolve_sensor_def("hosted_backfill_sensor")(context)
+    assert len(hosted.run_requests) == SHARD_COUNT
+    assert {r.partition_key.split("|")[0] for r in hosted.run_requests} == {HOSTED["key"]}
+    assert all(r.tags == {"hosted_provider": "127.0.0.1:9"} and "gpu" not in r.tags for r in hosted.run_requests)
