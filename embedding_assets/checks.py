@@ -23,6 +23,7 @@ from embedding_assets.core.index_checks import (
 )
 from embedding_assets.core.promotion import compare_quality
 from embedding_assets.core.reembedding_plan import Outcome, latest_plan, plan_errors
+from embedding_assets.core.version_diff import diff_refusal, version_diff_for
 from embedding_assets.index import lance_index
 from partitions import embedding_partition_key, model_version_partitions, shard_partitions
 from resources.lance_store import LanceDBResource
@@ -111,6 +112,37 @@ def quarantine_check(context: AssetCheckExecutionContext, lancedb: LanceDBResour
     return _result(quarantine_report(lancedb.store(), context.partition_key), AssetCheckSeverity.WARN)
 
 
+@asset_check(asset=lance_index, partitions_def=model_version_partitions)
+def version_diff_check(
+    context: AssetCheckExecutionContext,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
+    promotion_policy: PromotionPolicyResource,
+) -> AssetCheckResult:
+    """What readers would see change against the live version: neighbour overlap@10, rank shifts, documents
+    that lose or gain visibility (with examples), recall and MRR of both. Informational unless the policy
+    sets thresholds, which then refuse the promotion."""
+    store = lancedb.store()
+    alias = current_alias(store)
+    registry = model_registry.registry()
+    candidate = context.partition_key
+    if alias is None or alias.model_version == candidate or alias.model_version not in registry.specs:
+        return AssetCheckResult(passed=True, description="no other live version to compare with")
+    diff = version_diff_for(
+        store,
+        (*model_registry.loaded(candidate), store.open_embeddings_table(candidate).version),
+        (*model_registry.loaded(alias.model_version), alias.table_version),
+        promotion_policy.eval_set(store).queries,
+    )
+    refusal = diff_refusal(diff, promotion_policy.diff_thresholds())
+    return AssetCheckResult(
+        passed=refusal is None,
+        severity=AssetCheckSeverity.ERROR if refusal else AssetCheckSeverity.WARN,
+        description=diff.describe() + (f"; refused: {refusal}" if refusal else ""),
+        metadata=diff.metadata(),
+    )
+
+
 def _backfill_outcome(context: AssetCheckExecutionContext, model_version: str, after: float, gpu_hour_usd: float):
     """The first embeddings materialization of each shard after the plan: the backfill the plan priced."""
     keys = [str(embedding_partition_key(model_version, shard)) for shard in shard_partitions.get_partition_keys()]
@@ -170,4 +202,5 @@ index_checks = [
     eval_recall_check,
     quarantine_check,
     reembedding_plan_check,
+    version_diff_check,
 ]

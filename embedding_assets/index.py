@@ -17,6 +17,7 @@ from embedding_assets.core.index_build import build_index
 from embedding_assets.core.promotion import PromotionDecision, decide_advance, decide_promotion
 from embedding_assets.core.retention import apply_retention
 from embedding_assets.core.store import LanceStore
+from embedding_assets.core.version_diff import VersionDiff, diff_refusal, version_diff_for
 from embedding_assets.embeddings import embeddings
 from gpu_ops.registry import ModelRegistry, ModelSpec
 from partitions import model_version_partitions
@@ -156,6 +157,31 @@ def advance_live_pin(
     }
 
 
+def _version_diff(
+    store: LanceStore,
+    model_registry: ModelRegistryResource,
+    promotion_policy: PromotionPolicyResource,
+    decision: PromotionDecision,
+    alias: Alias | None,
+    eval_set: EvalSet,
+) -> VersionDiff | None:
+    """The candidate's version-diff report against the live version (the check's, when it made one for
+    these table versions), beside the decision; its thresholds, when set, refuse the promotion."""
+    if not decision.verdict.passed or alias is None or alias.model_version not in model_registry.registry().specs:
+        return None
+    diff = version_diff_for(
+        store,
+        (*model_registry.loaded(decision.candidate), decision.table_version),
+        (*model_registry.loaded(alias.model_version), alias.table_version),
+        eval_set.queries,
+    )
+    refusal = diff_refusal(diff, promotion_policy.diff_thresholds())
+    if refusal:
+        decision.refusals.append(f"version_diff: {refusal}")
+        decision.promote = decision.promote and decision.forced
+    return diff
+
+
 @asset(group_name="index", kinds={"lancedb"}, deps=[lance_index], automation_condition=AutomationCondition.eager())
 def live_index(
     context: AssetExecutionContext,
@@ -195,9 +221,12 @@ def live_index(
         promotion_policy.recall_tolerance,
         config.force,
     )
+    diff = _version_diff(store, model_registry, promotion_policy, decision, alias, eval_set)
     now = datetime.now(timezone.utc)
     record_verdict(store, decision.verdict, now)
-    metadata = _decision_metadata(decision, live, eval_set)
+    metadata = _decision_metadata(decision, live, eval_set) | (
+        {"version_diff": diff.describe(), **diff.metadata()} if diff else {}
+    )
     if not decision.promote:
         message = f"{candidate} not promoted, {LIVE_ALIAS} stays on {live}: " + "; ".join(decision.reasons)
         if config.model_version:

@@ -52,6 +52,14 @@ def _budget_from_env() -> ReembeddingBudgetResource:
     )
 
 
+def _diff_thresholds_from_env() -> dict:
+    """DIFF_MIN_OVERLAP_AT_10 and DIFF_MAX_LOST_SHARE: unset, the version-diff report never blocks."""
+    return {
+        "diff_min_overlap_at_10": float(os.environ.get("DIFF_MIN_OVERLAP_AT_10") or 0),
+        "diff_max_lost_share": float(os.environ.get("DIFF_MAX_LOST_SHARE") or 1),
+    }
+
+
 def local_resources(
     corpus_uri: str,
     embeddings_uri: str,
@@ -83,6 +91,7 @@ def local_resources(
             eval_set_path=_local_path(os.environ["EVAL_SET"]) if os.environ.get("EVAL_SET") else "",
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=int(os.environ.get("KEEP_RETIRED_VERSIONS", "1")),
+            **_diff_thresholds_from_env(),
         ),
         "export_target": ParquetExportResource(
             uri=os.environ.get("EXPORT_URI") or f"{embeddings_uri.rstrip('/').rsplit('/', 1)[0]}/exports", s3=s3
@@ -128,6 +137,7 @@ def prod_resources() -> dict:
             eval_set_path=os.environ.get("EVAL_SET", ""),
             recall_tolerance=float(os.environ.get("RECALL_TOLERANCE", "0.02")),
             keep_retired_versions=EnvVar.int("KEEP_RETIRED_VERSIONS"),
+            **_diff_thresholds_from_env(),
         ),
         "export_target": ParquetExportResource(
             uri=EnvVar("EXPORT_URI"), s3=S3Resource(region_name=EnvVar("AWS_REGION"))

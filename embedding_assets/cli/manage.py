@@ -5,6 +5,7 @@ Each acts on the same Dagster instance and registry as the UI, through the proje
 """
 
 import argparse
+import json
 import time
 
 import yaml
@@ -35,10 +36,27 @@ def _execute(job, run_config: dict) -> bool:
     result = defs.resolve_job_def(job.name).execute_in_process(
         run_config=run_config, instance=DagsterInstance.get(), raise_on_error=False
     )
+    metadata = {}
     if not result.success:
         failure = next((event for event in result.all_events if event.is_step_failure), None)
         print(failure.event_specific_data.error.message if failure else f"{job.name} failed")
+        user_data = failure.event_specific_data.user_failure_data if failure else None
+        metadata = dict(user_data.metadata) if user_data else {}
+    elif job is live_index_job:
+        metadata = dict(result.asset_materializations_for_node("live_index")[-1].metadata)
+    _print_version_diff({key: getattr(value, "value", value) for key, value in metadata.items()})
     return result.success
+
+
+def _print_version_diff(metadata: dict) -> None:
+    """The version-diff report beside the promotion decision: what readers would see change."""
+    if "version_diff" not in metadata:
+        return
+    print(f"version diff: {metadata['version_diff']}")
+    print(f"  rank shift: {metadata['diff_rank_shift']}")
+    for kind in ("lost", "gained"):
+        for example in json.loads(metadata[f"diff_{kind}_examples"]):
+            print(f"  {kind} visibility: {json.dumps(example)}")
 
 
 def main() -> None:

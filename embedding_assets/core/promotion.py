@@ -9,7 +9,7 @@ that could not measure fails closed; `force` waives the quality comparison only,
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval
 from embedding_assets.core.gates import GateVerdict, check_table_version
@@ -93,6 +93,8 @@ class PromotionDecision:
     verdict: GateVerdict
     quality: QualityComparison | None = None
     forced: bool = False
+    # Other refusals the caller added (the version-diff thresholds), each "<gate>: <why>".
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def table_version(self) -> int:
@@ -103,7 +105,7 @@ class PromotionDecision:
         failed = list(self.verdict.reasons)
         if self.quality is not None and not self.quality.passed:
             failed.append(f"eval_recall: {self.quality.describe()}" + (" (waived by force)" if self.forced else ""))
-        return failed
+        return failed + [refusal + (" (waived by force)" if self.forced else "") for refusal in self.refusals]
 
 
 def decide_promotion(

@@ -118,6 +118,8 @@ REEMBEDDING_PLANS_SCHEMA = pa.schema(
         ("plan", pa.string()),
     ]
 )
+# The version-diff report of a candidate against the live version, per pair of table versions (JSON).
+VERSION_DIFFS_SCHEMA = pa.schema([("id", pa.string()), ("report", pa.string())])
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
@@ -128,6 +130,7 @@ FIXED_SCHEMAS = {
     "gate_verdicts": GATE_VERDICTS_SCHEMA,
     "eval_queries": EVAL_QUERIES_SCHEMA,
     "reembedding_plans": REEMBEDDING_PLANS_SCHEMA,
+    "version_diffs": VERSION_DIFFS_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {

@@ -27,6 +27,7 @@ def test_definitions_load_with_every_asset_check_and_job():
         "eval_recall_check",
         "quarantine_check",
         "reembedding_plan_check",
+        "version_diff_check",
     }
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     assert jobs >= {
