@@ -25,6 +25,10 @@ def load_encoder(
         from gpu_ops.clip_encoder import OpenClipEncoder
 
         return OpenClipEncoder(spec, cache_dir, device, token_budget, max_batch_items)
+    if spec.backend == "openai" and spec.batch_api:
+        from gpu_ops.batch_api import BatchApiEncoder
+
+        return BatchApiEncoder(spec)
     if spec.backend == "openai":
         from gpu_ops.hosted_encoder import HostedEncoder
 

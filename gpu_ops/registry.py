@@ -31,6 +31,8 @@ CALL_SETTINGS = frozenset(
         "max_retries",
         "request_timeout_s",
         "batch_api",
+        "batch_poll_s",
+        "batch_wait_s",
     }
 )
 # Fields added for newer backends: they count in a fingerprint once set, so fingerprints
@@ -78,6 +80,10 @@ class ModelSpec(BaseModel):
     request_timeout_s: float = Field(default=60.0, gt=0)
     # openai only: backfills go through the provider's Batch API (half the price, results within a day).
     batch_api: bool = False
+    # How often a batch is polled, and how long one run waits for it before failing (its id is kept: a
+    # rerun resumes it).
+    batch_poll_s: float = Field(default=30.0, gt=0)
+    batch_wait_s: float = Field(default=86_400.0, gt=0)
 
     @field_validator("key")
     @classmethod

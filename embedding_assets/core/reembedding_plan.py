@@ -14,9 +14,7 @@ import pyarrow as pa
 
 from embedding_assets.core.schemas import REEMBEDDING_PLANS_SCHEMA
 from embedding_assets.core.store import LanceStore, scan, sql_literal
-
-# The Batch API's discount on a hosted model's list price (OpenAI: 50%).
-BATCH_PRICE_FACTOR = 0.5
+from gpu_ops.batch_api import BATCH_PRICE_FACTOR
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,17 @@ REEMBEDDING_PLANS_SCHEMA = pa.schema(
 )
 # The version-diff report of a candidate against the live version, per pair of table versions (JSON).
 VERSION_DIFFS_SCHEMA = pa.schema([("id", pa.string()), ("report", pa.string())])
+# Batch API jobs of hosted versions, kept with their shard until it is embedded: a rerun resumes them.
+HOSTED_BATCHES_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("model_version", pa.string()),
+        ("shard", pa.string()),
+        ("request_key", pa.string()),
+        ("batch_id", pa.string()),
+        ("created_at", TIMESTAMP),
+    ]
+)
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
@@ -131,6 +142,7 @@ FIXED_SCHEMAS = {
     "eval_queries": EVAL_QUERIES_SCHEMA,
     "reembedding_plans": REEMBEDDING_PLANS_SCHEMA,
     "version_diffs": VERSION_DIFFS_SCHEMA,
+    "hosted_batches": HOSTED_BATCHES_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {

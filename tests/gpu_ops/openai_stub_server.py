@@ -7,9 +7,17 @@ before it is answered (1: exactly half of all requests fail), cycling through `r
 are "429" (with `Retry-After`), "500", "slow" (answered after `slow_s`, past a client's timeout)
 and "malformed" (a 200 with truncated JSON). Texts in `rejected_texts` are refused with a 400.
 Every request is recorded, so tests assert the batching.
+
+It also speaks the Batch API: `POST /v1/files` (multipart, purpose `batch`), `POST /v1/batches`,
+`GET /v1/batches/{id}` (validating, in_progress, finalizing, then `batch_outcome` after
+`batch_polls` polls) and `GET /v1/files/{id}/content`. A finished batch answers its request lines
+in an output file; the first `batch_failed_lines` lines answer 500 and lines holding a rejected text
+answer 400, in an error file. An `expired` batch answers only its first half of lines.
 """
 
+import email.parser
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -41,6 +49,10 @@ class StubConfig:
     slow_s: float = 2.0
     # Time every answer takes, so concurrent requests overlap and can be counted.
     latency_s: float = 0.0
+    # The Batch API: polls before a batch finishes, how it finishes, and lines that fail with a 500.
+    batch_polls: int = 2
+    batch_outcome: str = "completed"
+    batch_failed_lines: int = 0
 
 
 class StubEmbeddingsServer:
@@ -56,6 +68,10 @@ class StubEmbeddingsServer:
         self._failures = 0
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_calls: list[tuple[str, str]] = []
+        self._ids = itertools.count(1)
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
@@ -146,6 +162,84 @@ class StubEmbeddingsServer:
         }
         return 200, {}, json.dumps(answer).encode()
 
+    # --- The Batch API ---------------------------------------------------------------------------------
+
+    def upload(self, content_type: str, body: bytes) -> tuple[int, dict, bytes]:
+        message = email.parser.BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        parts = {part.get_param("name", header="content-disposition"): part for part in message.get_payload()}
+        if parts["purpose"].get_payload(decode=True).decode() != "batch":
+            return 400, {}, _error("purpose must be batch", "invalid_request_error")
+        file_id = f"file-{next(self._ids)}"
+        self.files[file_id] = parts["file"].get_payload(decode=True)
+        answer = {"id": file_id, "object": "file", "purpose": "batch", "bytes": len(self.files[file_id])}
+        return 200, {}, json.dumps(answer).encode()
+
+    def create_batch(self, body: dict) -> tuple[int, dict, bytes]:
+        if body.get("input_file_id") not in self.files or body.get("endpoint") != "/v1/embeddings":
+            return 400, {}, _error("unknown input file or endpoint", "invalid_request_error")
+        batch_id = f"batch_{next(self._ids)}"
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "input_file_id": body["input_file_id"],
+            "completion_window": body.get("completion_window"),
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "polls": 0,
+        }
+        return 200, {}, json.dumps(self.batches[batch_id]).encode()
+
+    def poll_batch(self, batch_id: str) -> tuple[int, dict, bytes]:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return 404, {}, _error(f"no batch {batch_id}", "not_found")
+        with self._lock:
+            if batch["status"] not in ("completed", "failed", "expired", "cancelled"):
+                batch["polls"] += 1
+                steps = ["validating", "in_progress", "finalizing"]
+                if batch["polls"] >= self.config.batch_polls:
+                    self._finish_batch(batch)
+                else:
+                    batch["status"] = steps[min(batch["polls"], len(steps) - 1)]
+        return 200, {}, json.dumps(batch).encode()
+
+    def _finish_batch(self, batch: dict) -> None:
+        lines = [json.loads(line) for line in self.files[batch["input_file_id"]].decode().splitlines() if line]
+        if self.config.batch_outcome == "failed":
+            batch["status"] = "failed"
+            return
+        if self.config.batch_outcome == "expired":
+            lines = lines[: len(lines) // 2]
+        output, errors = [], []
+        for number, line in enumerate(lines):
+            inputs = line["body"]["input"]
+            answer = {"id": f"batch_req_{number}", "custom_id": line["custom_id"], "error": None}
+            if number < self.config.batch_failed_lines:
+                answer["response"] = {"status_code": 500, "body": json.loads(_error("injected 500", "server_error"))}
+                errors.append(answer)
+                continue
+            refused = [i for i, text in enumerate(inputs) if text in self.config.rejected_texts]
+            if refused:
+                message = f"input {refused[0]} is invalid: unsupported content"
+                answer["response"] = {"status_code": 400, "body": json.loads(_error(message, "invalid_request_error"))}
+                errors.append(answer)
+                continue
+            tokens = self._provider_tokens(inputs)
+            vectors = self._embed(inputs, line["body"].get("dimensions"))
+            data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+            body = {"object": "list", "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            answer["response"] = {"status_code": 200, "body": body}
+            output.append(answer)
+        for key, answers in (("output_file_id", output), ("error_file_id", errors)):
+            if answers:
+                file_id = f"file-{next(self._ids)}"
+                self.files[file_id] = "".join(json.dumps(a) + "\n" for a in answers).encode()
+                batch[key] = file_id
+        batch["status"] = self.config.batch_outcome
+        batch["request_counts"] = {"total": len(lines), "completed": len(output), "failed": len(errors)}
+
 
 def _error(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": code, "code": code}}).encode()
@@ -153,7 +247,36 @@ def _error(message: str, code: str) -> bytes:
 
 def _handler_for(server: StubEmbeddingsServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def _authorized(self) -> bool:
+            if self.headers.get("Authorization") == f"Bearer {server.config.api_key}":
+                return True
+            self._send(401, {}, _error("Incorrect API key provided", "invalid_api_key"))
+            return False
+
+        def do_GET(self) -> None:
+            server.batch_calls.append(("GET", self.path))
+            if not self._authorized():
+                return
+            if self.path.startswith("/v1/batches/"):
+                self._send(*server.poll_batch(self.path.removeprefix("/v1/batches/")))
+            elif self.path.startswith("/v1/files/") and self.path.endswith("/content"):
+                file_id = self.path.removeprefix("/v1/files/").removesuffix("/content")
+                found = server.files.get(file_id)
+                self._send(200, {}, found) if found is not None else self._send(404, {}, _error("no file", "nf"))
+            else:
+                self._send(404, {}, _error(f"no route {self.path}", "not_found"))
+
         def do_POST(self) -> None:
+            if self.path in ("/v1/files", "/v1/batches"):
+                server.batch_calls.append(("POST", self.path))
+                if not self._authorized():
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/files":
+                    self._send(*server.upload(self.headers.get("Content-Type", ""), body))
+                else:
+                    self._send(*server.create_batch(json.loads(body)))
+                return
             if self.path != "/v1/embeddings":
                 self._send(404, {}, _error(f"no route {self.path}", "not_found"))
                 return

@@ -24,6 +24,7 @@ import numpy as np
 from embedding_assets.core.embedding_run.encode import encode_group, encoding_order
 from embedding_assets.core.embedding_run.plan import PlannedDocument, by_representative, plan_shard
 from embedding_assets.core.embedding_run.rows import arrow_rows, complete_vector_sets, document_rows, origin_of
+from embedding_assets.core.hosted_batches import ShardBatchLedger
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.retained import open_retained_table, retain_documents
 from embedding_assets.core.schemas import recorded_model_settings
@@ -214,6 +215,12 @@ def _finish(
     writer.stats.quarantine_reasons = Counter(entry.reason for entry in quarantine)
 
 
+def _with_ledger(encoder, ledger: ShardBatchLedger):
+    if hasattr(encoder, "attach_batch_ledger"):
+        encoder.attach_batch_ledger(ledger)
+    return encoder
+
+
 def embed_shard(
     store: LanceStore,
     spec: ModelSpec,
@@ -225,7 +232,9 @@ def embed_shard(
 ) -> EmbedStats:
     started = time.monotonic()
     table = _embeddings_table(store, spec)
-    encoder = _LazyEncoder(load_encoder)
+    # A hosted version's Batch API jobs are kept with the shard (its batch ids outlive a killed run).
+    ledger = ShardBatchLedger(store, spec.key, shard)
+    encoder = _LazyEncoder(lambda: _with_ledger(load_encoder(), ledger))
     plan = plan_shard(store, spec, table, shard)
     stats = EmbedStats(
         documents=plan.documents,
@@ -240,6 +249,8 @@ def embed_shard(
     remaining = _reuse_stored(store, writer, list(plan.todo))
     quarantine = [*plan.held, *_encode_missing(store, writer, encoder, remaining, now, progress, commit_group)]
     _finish(store, writer, quarantine, now)
+    if encoder.loaded is not None and hasattr(encoder.loaded, "attach_batch_ledger"):
+        ledger.clear()
     stats.seconds = time.monotonic() - started
     stats.encoder = encoder.loaded
     return stats
