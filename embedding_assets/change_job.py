@@ -22,6 +22,7 @@ from dagster import (
 from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
 from embedding_assets.core.dedup import SignatureIndex
 from embedding_assets.core.minhash import MinHasher
+from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.corpus import sync_shard
 from embedding_assets.dedup import deduplicate_shard
 from embedding_assets.embeddings import embed_partition
@@ -73,6 +74,11 @@ def embed_change(
 ) -> dict:
     """Every registered version: the live one, candidates being backfilled, and the previous one (rollback)."""
     versions = context.instance.get_dynamic_partitions(model_version_partitions.name)
+    # A version whose re-embedding plan the budget refused makes no model call here either.
+    refused = [v for v in versions if (plan := latest_plan(lancedb.store(), v)) is not None and not plan.within_budget]
+    if refused:
+        context.log.warning(f"not embedded, their re-embedding plans are over budget: {', '.join(refused)}")
+    versions = [v for v in versions if v not in refused]
     calls, embedded = 0, []
     for version in versions:
         for shard in change["shards"]:
