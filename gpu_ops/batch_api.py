@@ -61,7 +61,9 @@ class BatchApiEncoder(HostedEncoder):
 
     def __init__(self, spec: ModelSpec, ledger: BatchLedger | None = None):
         super().__init__(spec)
-        self.ledger: BatchLedger = ledger or MemoryLedger()
+        # Only a backfill attaches a ledger (the embedding stage, per shard): queries (evaluation, the
+        # version diff, serving) cannot wait hours for a batch, so without one texts go synchronously.
+        self.ledger: BatchLedger | None = ledger
         self.batch_calls = 0
         self.batch_tokens = 0
         self.batch_ids: list[str] = []
@@ -86,6 +88,8 @@ class BatchApiEncoder(HostedEncoder):
         }
 
     def encode_texts(self, texts: list[str], token_counts: list[int] | None = None) -> EncodedBatch:
+        if self.ledger is None:
+            return super().encode_texts(texts, token_counts)
         if token_counts is None:
             token_counts = [len(spans) for spans in self.token_spans(texts)]
         groups = request_batches(token_counts, self.spec.max_request_items, self.spec.max_request_tokens)

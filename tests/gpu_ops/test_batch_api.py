@@ -12,7 +12,7 @@ from embedding_assets.core.store import LanceStore, fixed_size_lists, scan
 from embedding_assets.core.text import normalize_text
 from embedding_assets.definitions import build_definitions
 from gpu_ops import hosted_encoder
-from gpu_ops.batch_api import BatchApiEncoder
+from gpu_ops.batch_api import BatchApiEncoder, MemoryLedger
 from gpu_ops.registry import ModelSpec
 from partitions import embedding_partition_key
 from tests.builders import DEFAULT_VERSION, MODELS_YAML, make_resources, write_jsonl
@@ -128,9 +128,13 @@ def test_an_expired_batch_falls_back_to_the_synchronous_path_for_what_it_did_not
     texts = [normalize_text(r["text"]) for r in sample_records[:12]]
     config = StubConfig(api_key=API_KEY, batch_polls=1, batch_outcome="expired")
     with StubEmbeddingsServer(minilm_encoder, config) as server:
-        encoder = BatchApiEncoder(ModelSpec.model_validate(_batch_entry(server.base_url, 5.0)))
+        encoder = BatchApiEncoder(ModelSpec.model_validate(_batch_entry(server.base_url, 5.0)), MemoryLedger())
         encoded = encoder.encode_texts(texts)
+        # Without a ledger (queries: evaluation, version diff, serving) nothing waits for a batch.
+        batches = len(server.batches)
+        BatchApiEncoder(ModelSpec.model_validate(_batch_entry(server.base_url, 5.0))).encode_texts(texts[:2])
+        assert len(server.batches) == batches
     assert not encoded.failures and np.isfinite(encoded.vectors).all()
     # 12 texts, 4 per request: the expired batch answered its first half (1 of 3 lines); 2 went synchronously.
-    assert encoder.fallback_requests == 2 and len(server.answered) == 2
+    assert encoder.fallback_requests == 2 and len(server.answered) == 2 + 1
     np.testing.assert_allclose(encoded.vectors, minilm_encoder.encode_texts(texts).vectors, atol=EXACT)
