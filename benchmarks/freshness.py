@@ -80,6 +80,7 @@ def run(work: Path, cache_dir: Path, documents: int, edits: int) -> list[Row]:
                     raise RuntimeError(f"edit {n} not searchable after {TIMEOUT_S:.0f} s")
                 time.sleep(0.25)
             latencies.append(time.monotonic() - started)
+            print(f"edit {n}: searchable after {latencies[-1]:.1f} s", flush=True)
             pinned = current_alias(store)
             written = next(
                 v["timestamp"]
@@ -89,7 +90,11 @@ def run(work: Path, cache_dir: Path, documents: int, edits: int) -> list[Row]:
             write_to_pin.append((pinned.switched_at - written.astimezone(pinned.switched_at.tzinfo)).total_seconds())
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
     p50, p95 = np.percentile(latencies, 50), np.percentile(latencies, 95)
     return [
         Row(
