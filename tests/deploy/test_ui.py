@@ -18,6 +18,7 @@ import pytest
 from dagster import DagsterInstance
 from playwright.sync_api import expect, sync_playwright
 
+from embedding_assets.checks import index_checks
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.definitions import build_definitions
 from resources.deployments import PROJECT_ROOT
@@ -112,7 +113,8 @@ def test_what_a_user_looks_for_in_the_ui(webserver):
         page.goto(f"{webserver}/assets/lance_index?view=checks")
         for check in ("count_parity_check", "vector_sanity_check", "eval_recall_check", "ann_recall_check"):
             expect(page.get_by_text(check).first).to_be_visible()
-        expect(page.get_by_text("Succeeded")).to_have_count(6)
+        # Every check on lance_index ran and succeeded (passing or warning) for the live version.
+        expect(page.get_by_text("Succeeded")).to_have_count(len(index_checks))
         expect(page.get_by_text("Passed").first).to_be_visible()
         page.screenshot(path=ARTIFACTS / "lance-index-checks.png")
 
