@@ -22,9 +22,11 @@ class Deployment:
     """A Dagster home, a corpus and a store, usable in-process and from child processes."""
 
     def __init__(self, root, records, cache_dir):
+        """A new deployment in `root`, or the one a copy of another deployment's `root` holds."""
         self.home = root / "dagster_home"
-        self.home.mkdir(parents=True)
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        if not self.home.exists():
+            self.home.mkdir(parents=True)
+            shutil.copy(PROJECT_ROOT / "dagster.yaml", self.home / "dagster.yaml")
         self.corpus = write_jsonl(root / "corpus.jsonl", records)
         self.lance = root / "lance"
         self.env = {

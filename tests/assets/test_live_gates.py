@@ -6,6 +6,8 @@ compares the rows of the pinned table version before and after the fault, and co
 on recovery.
 """
 
+import shutil
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -52,12 +54,21 @@ def _pinned_rows(deployment) -> dict:
     return deployment.rows(open_pinned(deployment.store, current_alias(deployment.store)))
 
 
-@pytest.fixture
-def live(tmp_path, sample_records, cache_dir):
-    deployment = Deployment(tmp_path, sample_records, cache_dir)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, sample_records, cache_dir):
+    """One deployment built once; each test gets a copy of its folder (store, instance, source)."""
+    root = tmp_path_factory.mktemp("live_gates")
+    deployment = Deployment(root, sample_records, cache_dir)
     report = run_pipeline(deployment.defs, deployment.instance, say=lambda _: None)
     assert report.live_version == DEFAULT_VERSION, report.live_error
-    return deployment
+    deployment.instance.dispose()
+    return root
+
+
+@pytest.fixture
+def live(built, tmp_path, sample_records, cache_dir):
+    shutil.copytree(built, tmp_path / "copy")
+    return Deployment(tmp_path / "copy", sample_records, cache_dir)
 
 
 def test_a_change_is_invisible_until_its_gates_pass_then_the_pin_advances(live, sample_records, minilm_encoder):
