@@ -15,8 +15,6 @@ The server runs as `python -m serving` in its own process, with the real Redis.
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ import redis
 from dagster import instance_for_test
 
 from benchmarks.corpora import distinct_texts, stdlib_records, write_jsonl
+from benchmarks.serving import REDIS_URL, start_server
 from benchmarks.table import Row, verdict
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.aliases import current_alias
@@ -35,7 +34,6 @@ from embedding_assets.core.canary import clear_canary, set_canary
 from embedding_assets.definitions import build_definitions
 from resources.deployments import local_resources
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 BULK_CLIENTS = 3
 BULK_TEXTS = 256
 
@@ -43,33 +41,6 @@ BULK_TEXTS = 256
 def _ms(latencies: list[float]) -> tuple[float, float]:
     p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
     return float(p50), float(p99)
-
-
-def _start(root: Path, corpus: Path, cache_dir: Path, port: int, prefix: str, extra: dict) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "CORPUS_URI": str(corpus),
-        "EMBEDDINGS_URI": str(root / "lance"),
-        "EMBEDDINGS_DATA_DIR": str(cache_dir.parent),
-        "EMBEDDING_DEVICE": "cpu",
-        "PORT": str(port),
-        "REDIS_URL": REDIS_URL,
-        "SERVING_REDIS_PREFIX": prefix,
-        "SERVING_RATE_LIMIT": str(10**9),
-        **extra,
-    }
-    server = subprocess.Popen([sys.executable, "-m", "serving"], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise RuntimeError("the serving API did not become ready")
-        time.sleep(0.5)
 
 
 async def _online(client: httpx.AsyncClient, url: str, texts: list[str], until: float) -> list[float]:
@@ -160,13 +131,13 @@ def run(work: Path, cache_dir: Path, documents: int = 300, seconds: float = 20) 
     measured = {}
     try:
         for lanes, extra in (("one lane", {"SERVING_BULK_MIN_ITEMS": str(10**6)}), ("isolated", {})):
-            server = _start(root, corpus, cache_dir, port, prefix, extra)
+            server = start_server(root, corpus, cache_dir, port, prefix, extra)
             try:
                 measured[lanes] = _isolation(url, texts, seconds)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-        server = _start(root, corpus, cache_dir, port, prefix, {})
+        server = start_server(root, corpus, cache_dir, port, prefix)
         try:
             warm = texts[:32]
             httpx.post(f"{url}/v1/embeddings", json={"model": "live", "input": warm}, timeout=60).raise_for_status()

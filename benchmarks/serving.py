@@ -79,7 +79,10 @@ async def _load(url: str, path: str, bodies, clients: int, seconds: float) -> tu
     return latencies, len(latencies) / elapsed, failures
 
 
-def _start_server(root: Path, corpus: Path, cache_dir: Path, port: int, prefix: str) -> subprocess.Popen:
+def start_server(
+    root: Path, corpus: Path, cache_dir: Path, port: int, prefix: str, extra: dict | None = None
+) -> subprocess.Popen:
+    """`python -m serving` over the store in `root`, once it answers /ready; `extra` adds settings."""
     env = {
         **os.environ,
         "CORPUS_URI": str(corpus),
@@ -91,6 +94,7 @@ def _start_server(root: Path, corpus: Path, cache_dir: Path, port: int, prefix: 
         "SERVING_REDIS_PREFIX": prefix,
         # The load is the point here, not the limit.
         "SERVING_RATE_LIMIT": str(10**9),
+        **(extra or {}),
     }
     server = subprocess.Popen([sys.executable, "-m", "serving"], env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -120,7 +124,7 @@ def run(work: Path, cache_dir: Path, documents: int, seconds: float, clients: in
 
     port = 18000 + os.getpid() % 1000
     prefix = f"embedding-api-bench-{uuid.uuid4().hex[:8]}"
-    server = _start_server(root, corpus, cache_dir, port, prefix)
+    server = start_server(root, corpus, cache_dir, port, prefix)
     url = f"http://127.0.0.1:{port}"
     warm = texts[:64]
     # name: (route, request body of the n-th request, the p99 goal in ms)
