@@ -23,7 +23,7 @@ from benchmarks.deployment import free_port
 from benchmarks.table import Row, verdict
 from embedding_assets.cli.pipeline_runner import run_pipeline
 from embedding_assets.core.aliases import current_alias, open_pinned
-from embedding_assets.core.store import LanceStore, scan, sql_literal
+from embedding_assets.core.store import LanceStore, scan, sql_literal, versions_written_at
 from embedding_assets.core.text import content_hash, normalize_text
 from embedding_assets.definitions import build_definitions
 from resources.deployments import PROJECT_ROOT, local_resources
@@ -82,12 +82,8 @@ def run(work: Path, cache_dir: Path, documents: int, edits: int) -> list[Row]:
             latencies.append(time.monotonic() - started)
             print(f"edit {n}: searchable after {latencies[-1]:.1f} s", flush=True)
             pinned = current_alias(store)
-            written = next(
-                v["timestamp"]
-                for v in open_pinned(store, pinned).list_versions()
-                if v["version"] == pinned.table_version
-            )
-            write_to_pin.append((pinned.switched_at - written.astimezone(pinned.switched_at.tzinfo)).total_seconds())
+            written = versions_written_at(open_pinned(store, pinned))[pinned.table_version]
+            write_to_pin.append((pinned.switched_at - written).total_seconds())
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:

@@ -16,7 +16,7 @@ from embedding_assets.core.gates import record_verdict
 from embedding_assets.core.index_build import build_index
 from embedding_assets.core.promotion import PromotionDecision, decide_advance, decide_promotion
 from embedding_assets.core.retention import apply_retention
-from embedding_assets.core.store import LanceStore
+from embedding_assets.core.store import LanceStore, versions_written_at
 from embedding_assets.core.version_diff import VersionDiff, diff_refusal, version_diff_for
 from embedding_assets.embeddings import embeddings
 from gpu_ops.registry import ModelRegistry, ModelSpec
@@ -100,10 +100,7 @@ def _decision_metadata(decision: PromotionDecision, live: str | None, eval_set: 
 
 def _write_to_pin_seconds(store: LanceStore, model_version: str, table_version: int, pinned_at: datetime) -> float:
     """From the commit of the pinned table version (the last write readers now see) to the pin."""
-    table = store.open_embeddings_table(model_version)
-    written = next(v["timestamp"] for v in table.list_versions() if v["version"] == table_version)
-    if written.tzinfo is None:
-        written = written.astimezone(timezone.utc)
+    written = versions_written_at(store.open_embeddings_table(model_version))[table_version]
     return round((pinned_at - written).total_seconds(), 3)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from lancedb.index import Bitmap, BTree, HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq
 
-from embedding_assets.core.store import LanceStore
+from embedding_assets.core.store import LanceStore, versions_written_at
 from embedding_assets.core.text_index import ensure_text_index
 
 SCALAR_INDEXES = {"content_hash": BTree, "origin_hash": BTree, "doc_id": BTree, "shard": Bitmap}
@@ -59,8 +59,8 @@ def vector_index_type(table) -> str | None:
 def cleanup_horizon(table, protected: set[int], now: datetime) -> timedelta:
     """How old a table version must be for cleanup to remove it: LanceDB's default week, stretched
     so that every protected version (pinned by an alias, or rollback's target) is younger."""
-    written = [v["timestamp"] for v in table.list_versions() if v["version"] in protected]
-    ages = [now - (t if t.tzinfo else t.astimezone(timezone.utc)) for t in written]
+    written = versions_written_at(table)
+    ages = [now - written[version] for version in protected if version in written]
     return max([DEFAULT_CLEANUP_AGE, *(age + CLEANUP_MARGIN for age in ages)])
 
 

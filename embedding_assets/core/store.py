@@ -5,6 +5,7 @@ assets; tests and command-line tools build one directly.
 """
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 
 import lancedb
 import numpy as np
@@ -91,6 +92,14 @@ def ensure_btree_indexes(table, columns: Iterable[str]) -> list[str]:
         except (RuntimeError, OSError, ValueError):
             continue
     return created
+
+
+def versions_written_at(table) -> dict[int, datetime]:
+    """When each version of `table` was committed, in UTC (LanceDB lists naive local times)."""
+    return {
+        v["version"]: v["timestamp"] if v["timestamp"].tzinfo else v["timestamp"].astimezone(timezone.utc)
+        for v in table.list_versions()
+    }
 
 
 def fixed_size_lists(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
