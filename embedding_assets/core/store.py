@@ -4,6 +4,7 @@ Plain code over `lancedb`: no Dagster here. `resources.lance_store.LanceDBResour
 assets; tests and command-line tools build one directly.
 """
 
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
@@ -16,6 +17,9 @@ from embedding_assets.core.schemas import FIXED_SCHEMAS, LOOKUP_INDEXES, embeddi
 
 # Values per `IN (...)` filter: keeps SQL strings and plans small on large shards.
 IN_LIST_SIZE = 1_000
+# Another process creating the same table: how often and how patiently to retry opening it.
+CREATE_RACE_ATTEMPTS = 8
+CREATE_RACE_PAUSE_SECONDS = 0.25
 
 
 def sql_literal(value: str | int) -> str:
@@ -45,14 +49,28 @@ class LanceStore:
 
     def table(self, name: str):
         """A fixed table of the pipeline, created empty on first use."""
-        return self.db.create_table(name, schema=FIXED_SCHEMAS[name], exist_ok=True)
+        return self._open_or_create(name, FIXED_SCHEMAS[name])
 
     def embeddings_table(self, model_version: str, dim: int, settings: dict | None = None):
         """The version's table; created with `settings` recorded, so a later edit of them can be caught."""
-        name = embeddings_table_name(model_version)
-        if self.has_table(name):
-            return self.db.open_table(name)
-        return self.db.create_table(name, schema=embeddings_schema(dim, settings), exist_ok=True)
+        return self._open_or_create(embeddings_table_name(model_version), embeddings_schema(dim, settings))
+
+    def _open_or_create(self, name: str, schema: pa.Schema):
+        """Open `name`, creating it empty if missing.
+
+        Runs in other processes may be creating the same table at this moment: its directory is listed
+        before its first manifest is written, so opening it then fails. Such a table is retried briefly
+        instead of failing the run.
+        """
+        for attempt in range(CREATE_RACE_ATTEMPTS):
+            try:
+                if self.has_table(name):
+                    return self.db.open_table(name)
+                return self.db.create_table(name, schema=schema, exist_ok=True)
+            except (ValueError, RuntimeError, OSError):
+                if attempt == CREATE_RACE_ATTEMPTS - 1:
+                    raise
+                time.sleep(CREATE_RACE_PAUSE_SECONDS * (attempt + 1))
 
     def open_embeddings_table(self, model_version: str, table_version: int | None = None):
         """The version's table at its latest version, or checked out at `table_version` (what readers pin)."""
