@@ -24,11 +24,12 @@ from benchmarks import (
     pipeline_overhead,
     production_serving,
     serving,
+    vector_storage,
 )
 from benchmarks.table import markdown
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-ALL_ROWS = "1,2,3,4,5,6,7,8,9,10"
+ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11"
 
 
 def machine() -> str:
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--production-seconds", type=float, default=20, help="row 9: load per scenario")
     parser.add_argument("--fresh-documents", type=int, default=0, help="row 10: documents watched (0: all embedded)")
     parser.add_argument("--fresh-edits", type=int, default=20, help="row 10: edits timed")
+    parser.add_argument("--storage-rows", type=int, default=200_000, help="row 11: vectors per variant")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=".data/cache")
     args = parser.parse_args()
@@ -77,6 +79,7 @@ def main() -> None:
             ("8", lambda: serving.run(work, cache, args.serve_documents, args.serve_seconds, args.serve_clients)),
             ("9", lambda: production_serving.run(work, cache, seconds=args.production_seconds)),
             ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits)),
+            ("11", lambda: vector_storage.run(work, args.storage_rows)),
         ]
         for key, step in steps:
             if key in wanted or (key == "2" and "3" in wanted):

@@ -29,7 +29,7 @@ from resources.promotion_policy import PromotionPolicyResource
 class IndexConfig(Config):
     # Below this many rows exact search takes about 10 ms or less (see benchmarks/): no ANN index.
     ann_min_rows: int = 10_000
-    ann_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
+    ann_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_RQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
 
 
 def index_version(log, lancedb: LanceDBResource, model_version: str, config: IndexConfig) -> dict:

@@ -37,7 +37,7 @@ CALL_SETTINGS = frozenset(
 )
 # Fields added for newer backends: they count in a fingerprint once set, so fingerprints
 # recorded before they existed still match.
-LATER_OPTIONAL_FIELDS = ("model_config_path", "base_url", "dimensions")
+LATER_OPTIONAL_FIELDS = ("model_config_path", "base_url", "dimensions", "vector_precision")
 
 
 class ModelSpec(BaseModel):
@@ -64,6 +64,9 @@ class ModelSpec(BaseModel):
     )
     normalize: bool = True
     dtype: Literal["auto", "float32", "float16"] = "auto"
+    # How the version's table stores its vectors (unset: float32). float16 halves storage and reads;
+    # its rounding is measured in benchmarks/ (row 11). Changing it changes stored vectors: a new key.
+    vector_precision: Literal["float32", "float16"] | None = None
     # open_clip only: an open_clip model config (JSON) in the repo, registered before loading, for
     # architectures open_clip does not ship (the small test model).
     model_config_path: str | None = None
@@ -112,6 +115,10 @@ class ModelSpec(BaseModel):
         if self.dimensions is not None and self.dimensions != self.dim:
             raise ValueError(f"dimensions {self.dimensions} asks the provider for a width other than dim {self.dim}")
         return self
+
+    @property
+    def stored_precision(self) -> str:
+        return self.vector_precision or "float32"
 
     @property
     def random_weights(self) -> bool:

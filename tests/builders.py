@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.store import scan
 from resources.deployments import PROJECT_ROOT, local_resources
 
 MODELS_YAML = PROJECT_ROOT / "models.yaml"
@@ -26,6 +27,16 @@ def near_duplicate_pair(base_text: str) -> tuple[str, str]:
     first = "near-dup:original"
     second = next(f"near-dup:copy-{n}" for n in range(100) if shard_of(f"near-dup:copy-{n}") != shard_of(first))
     return first, second
+
+
+def lone_document(store, records: list[dict], version: str = DEFAULT_VERSION) -> dict:
+    """A record whose content no other document carries (not a duplicate, nobody's representative)."""
+    rows = scan(store.open_embeddings_table(version), None, ["doc_id", "origin_hash"]).to_pylist()
+    carriers = {}
+    for row in rows:
+        carriers.setdefault(row["origin_hash"], set()).add(row["doc_id"])
+    lone = {doc_ids.pop() for doc_ids in carriers.values() if len(doc_ids) == 1}
+    return next(record for record in sorted(records, key=lambda r: r["id"]) if record["id"] in lone)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

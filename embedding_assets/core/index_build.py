@@ -8,13 +8,22 @@ of `documents.text` (text and hybrid search, see core/text_search.py) is kept cu
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from lancedb.index import Bitmap, BTree, HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq
+from lancedb.index import Bitmap, BTree, HnswPq, HnswSq, IvfFlat, IvfPq, IvfRq, IvfSq
 
 from embedding_assets.core.store import LanceStore, versions_written_at
 from embedding_assets.core.text_index import ensure_text_index
 
 SCALAR_INDEXES = {"content_hash": BTree, "origin_hash": BTree, "doc_id": BTree, "shard": Bitmap}
-ANN_INDEXES = {"IVF_HNSW_SQ": HnswSq, "IVF_HNSW_PQ": HnswPq, "IVF_PQ": IvfPq, "IVF_SQ": IvfSq, "IVF_FLAT": IvfFlat}
+# IVF_PQ, IVF_SQ and IVF_RQ (RaBitQ) keep compressed vectors only: readers re-rank with exact distances
+# (REFINE_FACTOR), which brings their recall back (benchmarks/, row 11: size, recall, latency side by side).
+ANN_INDEXES = {
+    "IVF_HNSW_SQ": HnswSq,
+    "IVF_HNSW_PQ": HnswPq,
+    "IVF_PQ": IvfPq,
+    "IVF_SQ": IvfSq,
+    "IVF_RQ": IvfRq,
+    "IVF_FLAT": IvfFlat,
+}
 DISTANCE = "cosine"
 ROWS_PER_IVF_PARTITION = 4_096
 # How readers probe an ANN index (see benchmarks/): IVF partitions visited, HNSW beam width, and

@@ -178,7 +178,8 @@ def vector_sanity(store: LanceStore, spec: ModelSpec, table_version: int | None 
     rows = non_finite = zero = off_norm = 0
     norm_min, norm_max, norm_sum = float("inf"), 0.0, 0.0
     for batch in scan_batches(table, None, ["vector"]):
-        vectors = fixed_size_lists(batch.column("vector"))
+        # float16 tables: norms summed in float32, or the sum's own rounding looks like an off-norm vector.
+        vectors = fixed_size_lists(batch.column("vector")).astype(np.float32, copy=False)
         finite = np.isfinite(vectors).all(axis=1)
         norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0.0), axis=1)
         rows += len(vectors)

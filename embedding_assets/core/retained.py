@@ -31,8 +31,8 @@ RETAINED_LOOKUP_COLUMNS = ("origin_hash", "id")
 DEFAULT_RETENTION_DAYS = 7
 
 
-def retained_table(store: LanceStore, model_version: str, dim: int):
-    return store.db.create_table(retained_table_name(model_version), schema=retained_schema(dim), exist_ok=True)
+def retained_table(store: LanceStore, model_version: str, vector_type: pa.FixedSizeListType):
+    return store.db.create_table(retained_table_name(model_version), schema=retained_schema(vector_type), exist_ok=True)
 
 
 def open_retained_table(store: LanceStore, model_version: str):
@@ -55,7 +55,7 @@ def retain_documents(
     ordered = sorted(set(doc_ids))
     if not ordered:
         return 0
-    retained = retained_table(store, model_version, table.schema.field("vector").type.list_size)
+    retained = retained_table(store, model_version, table.schema.field("vector").type)
     kept = 0
     for start in range(0, len(ordered), batch_documents):
         condition = f"({sql_in('doc_id', ordered[start : start + batch_documents])}) AND shard = {sql_literal(shard)}"
@@ -77,7 +77,7 @@ def _keyed_by_content(rows: pa.Table, now: datetime) -> pa.Table:
     unique = rows.take(list(first.values()))
     unique = unique.set_column(unique.schema.get_field_index("id"), "id", pa.array(list(first), pa.string()))
     unique = unique.append_column("retained_at", pa.array([now] * unique.num_rows, TIMESTAMP))
-    return unique.cast(retained_schema(unique.schema.field("vector").type.list_size))
+    return unique.cast(retained_schema(unique.schema.field("vector").type))
 
 
 def drop_retained_table(store: LanceStore, model_version: str) -> bool:

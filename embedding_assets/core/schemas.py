@@ -157,7 +157,12 @@ LOOKUP_INDEXES = {
 MODEL_SETTINGS_METADATA = b"model_settings"
 
 
-def embeddings_schema(dim: int, settings: dict | None = None) -> pa.Schema:
+# How a version's table stores its vectors: float16 halves the table and its reads for a rounding
+# error far below what retrieval notices (measured in benchmarks/, row 11).
+VECTOR_PRECISIONS = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+def embeddings_schema(dim: int, settings: dict | None = None, precision: str = "float32") -> pa.Schema:
     """A version's table; `settings` (its ModelSpec's vector settings) are recorded in the schema's metadata."""
     schema = pa.schema(
         [
@@ -166,7 +171,7 @@ def embeddings_schema(dim: int, settings: dict | None = None) -> pa.Schema:
             ("chunk", pa.int32()),
             ("shard", pa.string()),
             ("content_hash", pa.string()),
-            ("vector", pa.list_(pa.float32(), dim)),
+            ("vector", pa.list_(VECTOR_PRECISIONS[precision], dim)),
             ("model_id", pa.string()),
             ("model_version", pa.string()),
             ("dim", pa.int32()),
@@ -184,13 +189,14 @@ def recorded_model_settings(schema: pa.Schema) -> dict | None:
     return json.loads(recorded) if recorded else None
 
 
-def retained_schema(dim: int) -> pa.Schema:
+def retained_schema(vector_type: pa.FixedSizeListType) -> pa.Schema:
     """A version's rows as they left its table, stamped with when: the garbage collection's clock.
 
     `id` is `<origin_hash>#<chunk>` here, not the document's row id: a content is kept once,
     whichever documents carried it, and keeping it again overwrites it.
     """
-    return embeddings_schema(dim).append(pa.field("retained_at", TIMESTAMP))
+    precision = next(name for name, value in VECTOR_PRECISIONS.items() if value == vector_type.value_type)
+    return embeddings_schema(vector_type.list_size, precision=precision).append(pa.field("retained_at", TIMESTAMP))
 
 
 def embeddings_table_name(model_version: str) -> str:

@@ -51,9 +51,9 @@ class LanceStore:
         """A fixed table of the pipeline, created empty on first use."""
         return self._open_or_create(name, FIXED_SCHEMAS[name])
 
-    def embeddings_table(self, model_version: str, dim: int, settings: dict | None = None):
+    def embeddings_table(self, model_version: str, dim: int, settings: dict | None = None, precision: str = "float32"):
         """The version's table; created with `settings` recorded, so a later edit of them can be caught."""
-        return self._open_or_create(embeddings_table_name(model_version), embeddings_schema(dim, settings))
+        return self._open_or_create(embeddings_table_name(model_version), embeddings_schema(dim, settings, precision))
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         """Open `name`, creating it empty if missing.

@@ -10,7 +10,7 @@ from embedding_assets.core.retained import open_retained_table
 from embedding_assets.core.store import LanceStore, scan
 from embedding_assets.core.vector_search import search
 from embedding_assets.definitions import build_definitions
-from tests.builders import DEFAULT_VERSION, make_resources, write_jsonl
+from tests.builders import DEFAULT_VERSION, lone_document, make_resources, write_jsonl
 
 
 @pytest.fixture
@@ -52,16 +52,6 @@ def _retained(store) -> list[dict]:
     return scan(open_retained_table(store, DEFAULT_VERSION), None).to_pylist()
 
 
-def _lone_document(store, records) -> dict:
-    """A record whose content no other document carries (not a duplicate, nobody's representative)."""
-    rows = scan(store.open_embeddings_table(DEFAULT_VERSION), None, ["doc_id", "origin_hash"]).to_pylist()
-    carriers = {}
-    for row in rows:
-        carriers.setdefault(row["origin_hash"], set()).add(row["doc_id"])
-    lone = {doc_ids.pop() for doc_ids in carriers.values() if len(doc_ids) == 1}
-    return next(record for record in sorted(records, key=lambda r: r["id"]) if record["id"] in lone)
-
-
 def _same_vectors(rows: list[dict], before: list[dict]) -> bool:
     return [row["id"] for row in rows] == [row["id"] for row in before] and all(
         np.array_equal(row["vector"], old["vector"]) for row, old in zip(rows, before)
@@ -77,7 +67,7 @@ def _gc(defs, instance) -> dict:
 def test_deleted_and_reverted_content_returns_free_until_the_gc_drops_it(graph, sample_records, minilm_encoder):
     defs, no_window, instance, corpus_path, store = graph
     source = Source(defs, instance, corpus_path)
-    victim = _lone_document(store, sample_records)
+    victim = lone_document(store, sample_records)
     before = _rows(store, victim["id"])
     without = [r for r in sample_records if r["id"] != victim["id"]]
 

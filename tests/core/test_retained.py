@@ -167,7 +167,7 @@ def test_retained_tables_are_not_versions_and_go_with_their_version(store, embed
     key = minilm_spec.key
     table = store.open_embeddings_table(key)
     retain_documents(store, key, table, SHARD, [scan(table, None, ["doc_id"]).column("doc_id")[0].as_py()], NOW)
-    retained_table(store, "gone", minilm_spec.dim)
+    retained_table(store, "gone", table.schema.field("vector").type)
 
     kept = apply_retention(store, ModelRegistry(specs={key: minilm_spec}), keep=0)
     assert kept.kept == [key] and kept.dropped == []
