@@ -62,7 +62,7 @@ def ingest_change(
     inbox = read_inbox(lancedb.store(), config.inbox_version)
     for shard in config.ingest_shards:
         metadata = sync_shard(
-            context.log, corpus_source, lancedb, shard, config.allow_mass_delete, context.run_id, inbox
+            context.log, corpus_source, lancedb, shard, config.allow_mass_delete, context.run.run_id, inbox
         )
         _report(context, "corpus", shard, metadata)
     return {
@@ -147,7 +147,7 @@ def index_and_advance(
             live |= _freshness_metadata(
                 record_freshness(
                     store,
-                    context.run_id,
+                    context.run.run_id,
                     change["source_changed_at"],
                     live["table_version"],
                     datetime.now(timezone.utc),

@@ -77,6 +77,6 @@ def corpus(
     them is marked deleted."""
     return MaterializeResult(
         metadata=sync_shard(
-            context.log, corpus_source, lancedb, context.partition_key, config.allow_mass_delete, context.run_id
+            context.log, corpus_source, lancedb, context.partition_key, config.allow_mass_delete, context.run.run_id
         )
     )
