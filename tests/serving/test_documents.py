@@ -96,6 +96,8 @@ def test_writes_survive_a_restart_and_reach_search_through_the_change_job(deploy
         assert _call(server, "GET", "/v1/documents/online:copy").json()["status"] == "live"
         assert _call(server, "GET", f"/v1/documents/{overwritten}").json()["status"] == "live"
         assert _call(server, "GET", f"/v1/documents/{deleted}").json()["status"] == "deleted"
+        # An id only the source knows has a status too.
+        assert _call(server, "GET", f"/v1/documents/{source_ids[0]}").json()["status"] == "live"
         rejected = _call(server, "GET", "/v1/documents/online:empty").json()
         assert rejected["status"] == "rejected" and rejected["reason"] == "empty_text"
 
