@@ -23,7 +23,7 @@ from dagster import (
 from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
 from embedding_assets.core.dedup import SignatureIndex
 from embedding_assets.core.freshness import UPSERT_ORIGIN, record_freshness
-from embedding_assets.core.inbox import read_inbox
+from embedding_assets.core.inbox import compact_inbox, read_inbox
 from embedding_assets.core.minhash import MinHasher
 from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.corpus import sync_shard
@@ -65,6 +65,7 @@ def ingest_change(
             context.log, corpus_source, lancedb, shard, config.allow_mass_delete, context.run.run_id, inbox
         )
         _report(context, "corpus", shard, metadata)
+    compact_inbox(lancedb.store())
     return {
         "shards": config.dedup_shards,
         "detected_at": config.detected_at,

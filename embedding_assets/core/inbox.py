@@ -128,6 +128,13 @@ def mark_applied(store: LanceStore, entries: list[dict], run_id: str, now: datet
     return len(ids)
 
 
+def compact_inbox(store: LanceStore) -> None:
+    """Merge the small fragments writes leave (one per commit) so the inbox reads fast. Compaction commutes
+    with the server's appends; old versions stay readable for LanceDB's default week, longer than any
+    planned change waits for its run."""
+    store.table("inbox").optimize()
+
+
 def inbox_fingerprint(store: LanceStore) -> int:
     """Changes with every write (rows are only appended), not when a run marks writes applied."""
     return store.table("inbox").count_rows()

@@ -8,6 +8,7 @@ from embedding_assets.core.inbox import (
     UPSERT,
     InboxWrite,
     append_rows,
+    compact_inbox,
     inbox_rows,
     mark_applied,
     new_change_id,
@@ -76,3 +77,16 @@ def test_freshness_rows_count_from_each_write_and_are_read_once(store):
     assert sorted((row["origin"], row["seconds"]) for row in rows) == [("edit", 42.0), ("upsert", 12.0)]
     assert len(freshness_since(store, NOW)) == 2
     assert freshness_since(store, searchable) == []
+
+
+def test_compaction_merges_the_fragments_writes_leave_and_keeps_planned_versions_readable(store):
+    for n in range(20):
+        _write(store, InboxWrite(f"doc-{n}", UPSERT, "text"), at=NOW + timedelta(seconds=n))
+    planned = read_inbox(store)
+    mark_applied(store, planned.pending[:5], "run-1", NOW)
+
+    compact_inbox(store)
+
+    assert store.table("inbox").stats()["fragment_stats"]["num_fragments"] < 5
+    assert len(read_inbox(store).pending) == 15
+    assert len(read_inbox(store, planned.version).pending) == 20
