@@ -9,6 +9,7 @@ through the same functions the assets use, so the UI's partition view stays true
 """
 
 import time
+from datetime import datetime, timezone
 
 from dagster import (
     AssetMaterialization,
@@ -21,6 +22,8 @@ from dagster import (
 
 from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
 from embedding_assets.core.dedup import SignatureIndex
+from embedding_assets.core.freshness import UPSERT_ORIGIN, record_freshness
+from embedding_assets.core.inbox import compact_inbox, read_inbox
 from embedding_assets.core.minhash import MinHasher
 from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.corpus import sync_shard
@@ -41,6 +44,10 @@ class ChangeConfig(Config):
     # When the source changed, or else when the change was seen (epoch seconds): the run reports the
     # time from then until the change is searchable through the live pin.
     detected_at: float = 0.0
+    # When the source changed, if it did (0: only the inbox did): the `edit` freshness row counts from it.
+    source_changed_at: float = 0.0
+    # The inbox's table version the sensor planned from: the run applies exactly what it held (None: the latest).
+    inbox_version: int | None = None
     allow_mass_delete: bool = False
 
 
@@ -52,10 +59,18 @@ def _report(context: OpExecutionContext, asset: str, partition: str | None, meta
 def ingest_change(
     context: OpExecutionContext, config: ChangeConfig, corpus_source: CorpusSourceResource, lancedb: LanceDBResource
 ) -> dict:
+    inbox = read_inbox(lancedb.store(), config.inbox_version)
     for shard in config.ingest_shards:
-        metadata = sync_shard(context.log, corpus_source, lancedb, shard, config.allow_mass_delete)
+        metadata = sync_shard(
+            context.log, corpus_source, lancedb, shard, config.allow_mass_delete, context.run.run_id, inbox
+        )
         _report(context, "corpus", shard, metadata)
-    return {"shards": config.dedup_shards, "detected_at": config.detected_at}
+    compact_inbox(lancedb.store())
+    return {
+        "shards": config.dedup_shards,
+        "detected_at": config.detected_at,
+        "source_changed_at": config.source_changed_at,
+    }
 
 
 @op
@@ -89,6 +104,18 @@ def embed_change(
     return {**change, "versions": versions, "embedded": embedded}
 
 
+def _freshness_metadata(rows: list[dict]) -> dict:
+    """The change's freshness rows summed up on the live_index materialization (the histogram is the server's)."""
+    upserts = sorted(row["seconds"] for row in rows if row["origin"] == UPSERT_ORIGIN)
+    if not upserts:
+        return {}
+    return {
+        "upserts_searchable": len(upserts),
+        "upsert_to_searchable_seconds_p50": round(upserts[len(upserts) // 2], 3),
+        "upsert_to_searchable_seconds_max": round(upserts[-1], 3),
+    }
+
+
 @op
 def index_and_advance(
     context: OpExecutionContext,
@@ -117,6 +144,16 @@ def index_and_advance(
         )
         if change["detected_at"] and live["decision"] == "advanced":
             live["change_to_searchable_seconds"] = round(time.time() - change["detected_at"], 3)
+        if live["decision"] in ("advanced", "kept"):
+            live |= _freshness_metadata(
+                record_freshness(
+                    store,
+                    context.run.run_id,
+                    change["source_changed_at"],
+                    live["table_version"],
+                    datetime.now(timezone.utc),
+                )
+            )
     for partition, metadata in change["embedded"]:
         _report(context, "embeddings", partition, metadata)
     for version, metadata in indexed.items():

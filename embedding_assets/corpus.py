@@ -3,6 +3,7 @@ from datetime import datetime, timezone
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
 from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.inbox import InboxSnapshot, mark_applied, read_inbox, with_inbox
 from partitions import shard_partitions
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
@@ -15,16 +16,28 @@ class CorpusConfig(Config):
 
 
 def sync_shard(
-    log, corpus_source: CorpusSourceResource, lancedb: LanceDBResource, shard: str, allow_mass_delete: bool
+    log,
+    corpus_source: CorpusSourceResource,
+    lancedb: LanceDBResource,
+    shard: str,
+    allow_mass_delete: bool,
+    run_id: str,
+    inbox: InboxSnapshot | None = None,
 ) -> dict:
-    """One shard of the corpus stage; its materialization's metadata. The asset and the change job share it."""
+    """One shard of the corpus stage: the source with the inbox laid over it (`inbox`, or the latest one), and
+    the inbox's pending writes of the shard then marked applied by `run_id`; its materialization's metadata.
+    The asset and the change job share it."""
+    store = lancedb.store()
+    inbox = inbox or read_inbox(store, shard=shard)
+    now = datetime.now(timezone.utc)
     stats = sync_corpus_shard(
-        lancedb.store(),
-        corpus_source.read(shard),
+        store,
+        with_inbox(corpus_source.read(shard), inbox, shard),
         shard,
-        datetime.now(timezone.utc),
+        now,
         corpus_source.mass_delete_guard(allow_mass_delete),
     )
+    applied = mark_applied(store, [entry for entry in inbox.pending if entry["shard"] == shard], run_id, now)
     if not stats.source_complete:
         log.warning(
             f"{corpus_source.describe()} could not be read whole, so no document was marked deleted for being absent "
@@ -43,6 +56,8 @@ def sync_shard(
         "quarantined": stats.quarantined,
         "quarantine_reasons": dict(stats.quarantine_reasons),
         "modalities": dict(stats.modalities),
+        "inbox_writes_applied": applied,
+        "inbox_version": inbox.version,
         "source": corpus_source.describe(),
         "source_complete": stats.source_complete,
         "source_problems": "; ".join(stats.source_problems) or "none",
@@ -58,7 +73,10 @@ def corpus(
     corpus_source: CorpusSourceResource,
     lancedb: LanceDBResource,
 ) -> MaterializeResult:
-    """The shard's documents, normalized and content-hashed; what left the source is marked deleted."""
+    """The shard's documents (the source's, and the inbox's writes), normalized and content-hashed; what left
+    them is marked deleted."""
     return MaterializeResult(
-        metadata=sync_shard(context.log, corpus_source, lancedb, context.partition_key, config.allow_mass_delete)
+        metadata=sync_shard(
+            context.log, corpus_source, lancedb, context.partition_key, config.allow_mass_delete, context.run.run_id
+        )
     )

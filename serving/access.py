@@ -8,9 +8,11 @@ to hosted models, which need a real key). Bodies are counted while they stream i
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
 from serving.errors import APIError
 from serving.settings import ServingSettings
@@ -75,3 +77,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise APIError(413, f"request body exceeds {max_bytes:,} bytes", "request_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def parse_body(request: Request, schema: type[BaseModel], max_bytes: int) -> BaseModel:
+    """The body read within the limit and validated; malformed JSON or fields get 400 naming the field."""
+    body = await read_body(request, max_bytes)
+    try:
+        return schema.model_validate(json.loads(body))
+    except json.JSONDecodeError as error:
+        raise APIError(400, f"the body is not valid JSON: {error}", "invalid_json") from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        param = ".".join(map(str, first["loc"])) or None
+        raise APIError(400, f"{param or 'body'}: {first['msg']}", "invalid_request", param) from error

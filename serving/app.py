@@ -1,8 +1,8 @@
-"""The HTTP API: `/v1/embeddings` (OpenAI-compatible), `/v1/search`, health, readiness, metrics, stats."""
+"""The HTTP API: `/v1/embeddings` (OpenAI-compatible), `/v1/search`, `/v1/documents` (online writes, in
+`documents_api.py`), health, readiness, metrics, stats."""
 
 import asyncio
 import base64
-import json
 import logging
 import math
 import random
@@ -14,11 +14,12 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from embedding_assets.core.aliases import LIVE_ALIAS
-from serving.access import WORKLOAD_HEADER, Caller, identify, read_body, require_metrics_key
+from serving.access import WORKLOAD_HEADER, Caller, identify, parse_body, require_metrics_key
 from serving.cache import LRUVectorCache, RedisVectorCache, TieredVectorCache
+from serving.documents_api import FreshnessExport, documents_router
 from serving.embedding import EmbeddingService
 from serving.errors import APIError, retry_after
 from serving.metrics import LatencyMiddleware, ServingMetrics
@@ -57,18 +58,6 @@ class SearchRequest(BaseModel):
     mode: Literal["vector", "text", "hybrid"] = "vector"
     # One hit per distinct text: documents with the same normalized text (exact duplicates) collapse.
     collapse_duplicates: bool = True
-
-
-async def parse_body(request: Request, schema: type[BaseModel], max_bytes: int) -> BaseModel:
-    body = await read_body(request, max_bytes)
-    try:
-        return schema.model_validate(json.loads(body))
-    except json.JSONDecodeError as error:
-        raise APIError(400, f"the body is not valid JSON: {error}", "invalid_json") from error
-    except ValidationError as error:
-        first = error.errors()[0]
-        param = ".".join(map(str, first["loc"])) or None
-        raise APIError(400, f"{param or 'body'}: {first['msg']}", "invalid_request", param) from error
 
 
 def vector_payload(vector, encoding_format: str):
@@ -333,6 +322,9 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
             headers={"X-Model-Version": version},
         )
 
+    app.include_router(documents_router(settings, store, metrics, admit))
+    freshness = FreshnessExport(store, metrics)
+
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok"}
@@ -350,6 +342,7 @@ def create_app(settings: ServingSettings, resources: dict) -> FastAPI:
     @app.get("/metrics")
     async def prometheus_metrics(request: Request) -> Response:
         require_metrics_key(request, settings)
+        await asyncio.to_thread(freshness.observe_new)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/stats")

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 OVERLAP_BUCKETS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+# Change to searchable: seconds to an hour (the goal is a p50 under 30 s).
+FRESHNESS_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 RECENT = 2048
 
 
@@ -120,6 +122,20 @@ class ServingMetrics:
             "Share of a canary search's top 10 also in the live version's top 10 (sampled shadow queries)",
             ["model_version"],
             buckets=OVERLAP_BUCKETS,
+            registry=self.registry,
+        )
+        # Online writes, and how long the pipeline took to make changes searchable (see serving/documents_api.py).
+        self.documents_written = Counter(
+            "embedding_api_documents_written",
+            "Document writes accepted into the inbox, by operation",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.change_to_searchable = Histogram(
+            "embedding_change_to_searchable_seconds",
+            "From a write (origin=upsert) or a source edit (origin=edit) to searchable through the live pin",
+            ["origin"],
+            buckets=FRESHNESS_BUCKETS,
             registry=self.registry,
         )
         self.recent = {workload: RecentLatencies() for workload in ("online", "bulk")}

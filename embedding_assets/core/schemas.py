@@ -131,6 +131,34 @@ HOSTED_BATCHES_SCHEMA = pa.schema(
         ("created_at", TIMESTAMP),
     ]
 )
+# Documents written through the serving API (see core/inbox.py): one row per write, only ever appended;
+# `applied_by` is the run that brought it into `documents` ("" while pending).
+INBOX_SCHEMA = pa.schema(
+    [
+        ("entry_id", pa.string()),
+        ("change_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("op", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("metadata", pa.string()),
+        ("received_at", TIMESTAMP),
+        ("applied_by", pa.string()),
+        ("applied_at", TIMESTAMP),
+    ]
+)
+# How long each change took to become searchable through the live pin (see core/freshness.py).
+FRESHNESS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("origin", pa.string()),
+        ("run_id", pa.string()),
+        ("seconds", pa.float64()),
+        ("table_version", pa.int64()),
+        ("searchable_at", TIMESTAMP),
+    ]
+)
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
@@ -143,6 +171,8 @@ FIXED_SCHEMAS = {
     "reembedding_plans": REEMBEDDING_PLANS_SCHEMA,
     "version_diffs": VERSION_DIFFS_SCHEMA,
     "hosted_batches": HOSTED_BATCHES_SCHEMA,
+    "inbox": INBOX_SCHEMA,
+    "freshness": FRESHNESS_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {
@@ -150,6 +180,8 @@ LOOKUP_INDEXES = {
     "documents": ("content_hash", "doc_id"),
     "signatures": ("content_hash", "representative_hash"),
     "lsh_bands": ("content_hash", "band_hash"),
+    # doc_id: the status of one document; shard: a corpus run reads its shard's writes.
+    "inbox": ("doc_id", "shard"),
 }
 
 
