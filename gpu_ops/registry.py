@@ -35,9 +35,19 @@ CALL_SETTINGS = frozenset(
         "batch_wait_s",
     }
 )
-# Fields added for newer backends: they count in a fingerprint once set, so fingerprints
-# recorded before they existed still match.
-LATER_OPTIONAL_FIELDS = ("model_config_path", "base_url", "dimensions", "vector_precision")
+# What a version is compared with, not what it returns: editable under the same key.
+REVIEW_SETTINGS = frozenset({"fidelity_reference"})
+# Fields added for newer backends and runtimes: they count in a fingerprint once set to anything but
+# their default, so fingerprints recorded before they existed still match.
+LATER_OPTIONAL_FIELDS = (
+    "model_config_path",
+    "base_url",
+    "dimensions",
+    "vector_precision",
+    "runtime",
+    "quantization",
+    "pca_dims",
+)
 
 
 class ModelSpec(BaseModel):
@@ -46,12 +56,13 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
-    backend: Literal["sentence-transformers", "open_clip", "openai"]
+    backend: Literal["sentence-transformers", "open_clip", "openai", "model2vec"]
     # sentence-transformers: the model's name; open_clip: the architecture (e.g. ViT-B-32);
     # openai: the provider's model name (e.g. text-embedding-3-large).
     model_id: str
     # sentence-transformers: a folder, `package:` or `split-zip:`; open_clip: a pretrained tag
-    # or a local checkpoint path; openai: unused (see base_url).
+    # or a local checkpoint path; openai: unused (see base_url); model2vec: the sentence-transformers
+    # model it is distilled from (any sentence-transformers source).
     source: str = ""
     revision: str = "1"
     # text: embeds texts only (image rows are skipped); multimodal: texts and images in one space.
@@ -67,6 +78,16 @@ class ModelSpec(BaseModel):
     # How the version's table stores its vectors (unset: float32). float16 halves storage and reads;
     # its rounding is measured in benchmarks/ (row 11). Changing it changes stored vectors: a new key.
     vector_precision: Literal["float32", "float16"] | None = None
+    # sentence-transformers only: what runs the weights. onnx: exported once from `source` into the cache
+    # folder and run by ONNX Runtime on the CPU (see gpu_ops/onnx_export.py); quantization int8 quantizes
+    # that export's weights dynamically, for this CPU.
+    runtime: Literal["torch", "onnx"] = "torch"
+    quantization: Literal["int8"] | None = None
+    # model2vec only: the width PCA reduces the distilled token vectors to (None keeps the teacher's).
+    pca_dims: int | None = Field(default=None, gt=0)
+    # A version this one should agree with (the same weights on another runtime): the mean cosine of their
+    # vectors on shared content is reported by the vector_fidelity check.
+    fidelity_reference: str | None = None
     # open_clip only: an open_clip model config (JSON) in the repo, registered before loading, for
     # architectures open_clip does not ship (the small test model).
     model_config_path: str | None = None
@@ -114,7 +135,22 @@ class ModelSpec(BaseModel):
             raise ValueError("batch_api is a hosted provider's option: only an openai model can use it")
         if self.dimensions is not None and self.dimensions != self.dim:
             raise ValueError(f"dimensions {self.dimensions} asks the provider for a width other than dim {self.dim}")
+        self._runtime_fields()
         return self
+
+    def _runtime_fields(self) -> None:
+        if self.runtime == "onnx" and self.backend != "sentence-transformers":
+            raise ValueError("runtime onnx runs sentence-transformers models only")
+        if self.runtime == "onnx" and self.dtype == "float16":
+            raise ValueError("runtime onnx runs on the CPU in float32 (or int8): dtype float16 does not apply")
+        if self.quantization and self.runtime != "onnx":
+            raise ValueError("quantization int8 is an ONNX Runtime option: set runtime onnx")
+        if self.backend == "model2vec" and self.modality != "text":
+            raise ValueError("a model2vec model embeds texts only: modality must be text")
+        if self.pca_dims is not None and (self.backend != "model2vec" or self.pca_dims != self.dim):
+            raise ValueError("pca_dims is a model2vec option and must equal dim")
+        if self.fidelity_reference == self.key:
+            raise ValueError("fidelity_reference names another version, not this one")
 
     @property
     def stored_precision(self) -> str:
@@ -141,8 +177,8 @@ class ModelSpec(BaseModel):
 
         A local model's `model_id` is only its name (its `source` picks the weights), so it is not here.
         """
-        unset = {name for name in LATER_OPTIONAL_FIELDS if getattr(self, name) is None}
-        shaping = self.model_dump(exclude={"key", "model_id", *CALL_SETTINGS, *unset})
+        unset = {name for name in LATER_OPTIONAL_FIELDS if getattr(self, name) == type(self).model_fields[name].default}
+        shaping = self.model_dump(exclude={"key", "model_id", *CALL_SETTINGS, *REVIEW_SETTINGS, *unset})
         if self.backend == "openai":
             # The provider's model name is what picks the weights.
             shaping["model_id"] = self.model_id

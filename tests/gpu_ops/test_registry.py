@@ -54,3 +54,40 @@ def test_a_missing_package_source_is_a_clear_error(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="not_installed_anywhere"):
         spec.resolved_source(tmp_path)
+
+
+def test_runtime_settings_are_checked_and_count_in_the_fingerprint_only_when_set():
+    onnx = {**VALID, "key": "minilm-onnx-int8", "runtime": "onnx", "quantization": "int8"}
+    static = {**VALID, "key": "minilm-static", "backend": "model2vec", "dim": 256, "pca_dims": 256, "max_tokens": 512}
+    registry = parse_registry(
+        {
+            "versions": [
+                VALID,
+                {**VALID, "key": "explicit-torch", "runtime": "torch", "fidelity_reference": "minilm-l6-v2"},
+                onnx,
+                static,
+                {**VALID, "key": "int8-on-torch", "quantization": "int8"},
+                {**onnx, "key": "onnx-half", "dtype": "float16"},
+                {**static, "key": "wrong-width", "pca_dims": 128},
+            ]
+        }
+    )
+    errors = "\n".join(registry.errors)
+    assert "int8-on-torch: " in errors and "set runtime onnx" in errors
+    assert "onnx-half: " in errors and "float16" in errors
+    assert "wrong-width: " in errors and "pca_dims" in errors
+    specs = registry.specs
+    # The default runtime and a fidelity reference leave a fingerprint as it was recorded before they existed.
+    assert specs["explicit-torch"].fingerprint() == specs["minilm-l6-v2"].fingerprint()
+    assert "runtime" not in specs["minilm-l6-v2"].vector_settings()
+    assert specs["minilm-onnx-int8"].vector_settings()["quantization"] == "int8"
+    assert len({specs[key].fingerprint() for key in ("minilm-l6-v2", "minilm-onnx-int8", "minilm-static")}) == 3
+
+
+def test_the_cpu_registry_ships_minilm_int8_through_onnx_runtime():
+    registry = load_registry("models-cpu.yaml")
+    assert registry.errors == []
+    active = list(registry.specs.values())
+    assert [(spec.runtime, spec.quantization, spec.fidelity_reference) for spec in active] == [
+        ("onnx", "int8", "minilm-l6-v1")
+    ]
