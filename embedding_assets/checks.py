@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from embedding_assets.core.aliases import current_alias
+from embedding_assets.core.fidelity import vector_fidelity
 from embedding_assets.core.index_checks import (
     CheckOutcome,
     ann_recall,
@@ -104,6 +105,18 @@ def eval_recall_check(
         description=description,
         metadata={**comparison.metadata(), "eval_set": eval_set.provenance},
     )
+
+
+@asset_check(asset=lance_index, partitions_def=model_version_partitions)
+def vector_fidelity_check(
+    context: AssetCheckExecutionContext, lancedb: LanceDBResource, model_registry: ModelRegistryResource
+) -> AssetCheckResult:
+    """Mean cosine to the vectors of the version's fidelity_reference (the same weights on torch) on shared rows: what
+    a faster runtime or int8 changed. A warning, never a gate: recall on the evaluation set gates every version."""
+    registry = model_registry.registry()
+    spec = registry.spec(context.partition_key)
+    reference = registry.specs.get(spec.fidelity_reference) if spec.fidelity_reference else None
+    return _result(vector_fidelity(lancedb.store(), spec, reference), AssetCheckSeverity.WARN)
 
 
 @asset_check(asset=lance_index, partitions_def=model_version_partitions)
@@ -206,6 +219,7 @@ index_checks = [
     vector_sanity_check,
     ann_recall_check,
     eval_recall_check,
+    vector_fidelity_check,
     quarantine_check,
     reembedding_plan_check,
     version_diff_check,

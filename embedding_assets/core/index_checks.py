@@ -221,7 +221,7 @@ def vector_sanity(store: LanceStore, spec: ModelSpec, table_version: int | None 
     )
 
 
-def _sample_rows(table, size: int) -> list[str]:
+def sample_row_ids(table, size: int) -> list[str]:
     """A deterministic sample of row ids: the ids with the smallest sha1."""
     ids = scan(table, None, ["id"]).column("id").to_pylist()
     return sorted(ids, key=lambda row_id: hashlib.sha1(row_id.encode()).digest())[:size]
@@ -256,7 +256,7 @@ def ann_recall(
         )
     queries = [
         vector
-        for part in scan_in(table, "id", _sample_rows(table, sample_size), ["vector"])
+        for part in scan_in(table, "id", sample_row_ids(table, sample_size), ["vector"])
         for vector in fixed_size_lists(part.column("vector"))
     ]
     recalls, latencies = [], []

@@ -25,6 +25,7 @@ def test_definitions_load_with_every_asset_check_and_job():
         "vector_sanity_check",
         "ann_recall_check",
         "eval_recall_check",
+        "vector_fidelity_check",
         "quarantine_check",
         "reembedding_plan_check",
         "version_diff_check",

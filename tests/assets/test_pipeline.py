@@ -59,7 +59,7 @@ def test_every_document_gets_vectors_and_every_check_passes(built, sample_record
     assert report.totals["exact_duplicates"] >= 1 and report.totals["near_duplicates"] >= 1
     assert counts["model_calls"] > 0
     assert counts["vectors_written"] == counts["rows"] == _table(built.store).num_rows
-    informational = {"quarantine_check", "reembedding_plan_check", "version_diff_check"}
+    informational = {"quarantine_check", "reembedding_plan_check", "version_diff_check", "vector_fidelity_check"}
     assert {check.name for check in report.checks} == BLOCKING_CHECKS | informational
     assert all(check.passed for check in report.checks), report.checks
     assert report.live_version == DEFAULT_VERSION
