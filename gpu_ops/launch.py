@@ -91,5 +91,8 @@ def hosted_run_tags(base_url: str) -> dict[str, str]:
 
 
 def run_tags_for(spec: ModelSpec, settings: GpuLaunchSettings) -> dict[str, str]:
-    """The tags of a model version's re-embedding runs: its provider's queue if hosted, else the GPU's."""
-    return hosted_run_tags(spec.base_url or "") if spec.backend == "openai" else gpu_run_tags(settings)
+    """The tags of a model version's re-embedding runs: its provider's queue if hosted, none for a CPU runtime
+    (ONNX Runtime, a static model: a GPU would sit idle), else the GPU's."""
+    if spec.backend == "openai":
+        return hosted_run_tags(spec.base_url or "")
+    return {} if spec.runs_on_cpu else gpu_run_tags(settings)

@@ -161,6 +161,11 @@ class ModelSpec(BaseModel):
         return self.source.startswith(RANDOM_WEIGHTS)
 
     @property
+    def runs_on_cpu(self) -> bool:
+        """ONNX Runtime (its CPU build) and static models run on the CPU whatever the device setting."""
+        return self.runtime == "onnx" or self.backend == "model2vec"
+
+    @property
     def window_tokens(self) -> int:
         """Content tokens per window: the window less [CLS] and [SEP]."""
         return self.max_tokens - 2

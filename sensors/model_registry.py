@@ -103,7 +103,10 @@ def model_registry_sensor(
         canceled = _cancel_backfills_of(context, key)
         context.log.info(f"retired {key}: partition removed, {canceled} pending backfill(s) canceled; its table stays")
     for key in added:
-        queue = "its provider's queue" if registry.specs[key].backend == "openai" else "the GPU queue"
+        spec = registry.specs[key]
+        queue = (
+            "its provider's queue" if spec.backend == "openai" else "the CPU" if spec.runs_on_cpu else "the GPU queue"
+        )
         context.log.info(f"registered {key}: partition added; planned, then backfilled on {queue}")
 
     requests = []

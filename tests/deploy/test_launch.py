@@ -306,6 +306,8 @@ def test_hosted_versions_queue_per_provider_and_never_ask_for_a_gpu():
     assert run_tags_for(hosted, settings) == {HOSTED_QUEUE_TAG: "api.openai.com"}
     local = load_registry(PROJECT_ROOT / "models.yaml").spec("minilm-l6-v1")
     assert run_tags_for(local, settings)["gpu"] == "true"
+    on_cpu = load_registry(PROJECT_ROOT / "models-cpu.yaml").spec("minilm-l6-int8-v1")
+    assert on_cpu.runs_on_cpu and run_tags_for(on_cpu, settings) == {}
     for name in ("", "ecs", "k8s"):
         path = PROJECT_ROOT / "deploy" / name / "dagster.yaml" if name else PROJECT_ROOT / "dagster.yaml"
         limits = yaml.safe_load(path.read_text())["run_coordinator"]["config"]["tag_concurrency_limits"]
