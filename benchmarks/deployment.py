@@ -11,17 +11,20 @@ from embedding_assets.cli.pipeline_runner import apply_source_changes
 from embedding_assets.core.store import LanceStore
 from embedding_assets.definitions import build_definitions
 from partitions import embedding_partition_key, model_version_partitions
-from resources.deployments import local_resources
+from resources.deployments import PROJECT_ROOT, local_resources
 
 DEFAULT_VERSION = "minilm-l6-v1"
+MODELS_YAML = PROJECT_ROOT / "models.yaml"
 
 
 class BenchDeployment:
-    def __init__(self, root: Path, corpus_path: Path, cache_dir: Path, instance: DagsterInstance):
+    def __init__(self, root: Path, corpus_path: Path, cache_dir: Path, instance: DagsterInstance, registry: Path):
         self.store = LanceStore(str(root / "lance"))
-        self.defs = build_definitions(local_resources(str(corpus_path), str(root / "lance"), cache_dir))
+        self.resources = local_resources(str(corpus_path), str(root / "lance"), cache_dir, registry)
+        self.defs = build_definitions(self.resources)
         self.instance = instance
-        instance.add_dynamic_partitions(model_version_partitions.name, [DEFAULT_VERSION])
+        versions = list(self.resources["model_registry"].registry().specs)
+        instance.add_dynamic_partitions(model_version_partitions.name, versions)
 
     def execute(self, job: str, partition_key=None, tags=None):
         result = self.defs.resolve_job_def(job).execute_in_process(
@@ -45,12 +48,12 @@ class BenchDeployment:
         return {"model_calls": calls, "materializations": len(made), "live": live, "phases": phases}
 
 
-def temporary_deployment(corpus_path: Path, cache_dir: Path):
-    """(deployment, cleanup): a fresh store and a fresh Dagster instance."""
+def temporary_deployment(corpus_path: Path, cache_dir: Path, registry: Path = MODELS_YAML):
+    """(deployment, cleanup): a fresh store and a fresh Dagster instance, with every version of `registry`."""
     scratch = tempfile.TemporaryDirectory(prefix="bench-")
     instance_context = instance_for_test()
     instance = instance_context.__enter__()
-    deployment = BenchDeployment(Path(scratch.name), corpus_path, cache_dir, instance)
+    deployment = BenchDeployment(Path(scratch.name), corpus_path, cache_dir, instance, registry)
 
     def cleanup():
         instance_context.__exit__(None, None, None)

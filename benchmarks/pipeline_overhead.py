@@ -19,7 +19,7 @@ from gpu_ops.registry import load_registry
 BATCH_SIZES = (16, 32, 64, 128)
 
 
-def _without_near_duplicates(texts: list[str]) -> list[str]:
+def without_near_duplicates(texts: list[str]) -> list[str]:
     keys = band_hashes(MinHasher().signatures(texts))
     seen: set[tuple[int, int]] = set()
     kept = []
@@ -42,7 +42,7 @@ def baseline_docs_per_second(model: SentenceTransformer, texts: list[str], norma
 
 
 def run(work: Path, cache_dir: Path, documents: int, device: str) -> list[Row]:
-    texts = _without_near_duplicates(distinct_texts(stdlib_records(cache_dir), int(documents * 1.1)))[:documents]
+    texts = without_near_duplicates(distinct_texts(stdlib_records(cache_dir), int(documents * 1.1)))[:documents]
     spec = load_registry(Path(__file__).resolve().parents[1] / "models.yaml").spec(DEFAULT_VERSION)
     model = SentenceTransformer(spec.resolved_source(cache_dir), device=device)
     model.max_seq_length = spec.max_tokens

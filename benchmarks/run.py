@@ -23,13 +23,14 @@ from benchmarks import (
     minhash_lsh,
     pipeline_overhead,
     production_serving,
+    runtimes,
     serving,
     vector_storage,
 )
 from benchmarks.table import markdown
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11"
+ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11,12"
 
 
 def machine() -> str:
@@ -48,7 +49,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
     parser.add_argument("--rows", default=ALL_ROWS, help="which rows to run")
-    parser.add_argument("--documents", type=int, default=2000, help="row 1 and 7: distinct documents")
+    parser.add_argument("--documents", type=int, default=2000, help="rows 1, 7 and 12: distinct documents")
     parser.add_argument("--change-share", type=float, default=0.01, help="row 3: share of documents edited")
     parser.add_argument("--change-documents", type=int, default=20_000, help="rows 2-3: corpus size (varied)")
     parser.add_argument("--lsh-documents", type=int, default=100_000, help="row 4: synthetic corpus size")
@@ -80,6 +81,7 @@ def main() -> None:
             ("9", lambda: production_serving.run(work, cache, seconds=args.production_seconds)),
             ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits)),
             ("11", lambda: vector_storage.run(work, args.storage_rows)),
+            ("12", lambda: runtimes.run(work, cache, args.documents)),
         ]
         for key, step in steps:
             if key in wanted or (key == "2" and "3" in wanted):
