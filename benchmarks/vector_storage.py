@@ -12,17 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lancedb
-import numpy as np
 import pyarrow as pa
 from lancedb.index import IvfPq, IvfRq, IvfSq
 
-from benchmarks.lancedb_index import DIM, QUERIES, WARM_UP, embedding_like_batches
+from benchmarks.lancedb_index import DIM, QUERIES, WARM_UP, embedding_like_batches, id_recall, ms, timed_search
 from benchmarks.table import Row, verdict
-from embedding_assets.core.index_build import ANN_INDEXES, DISTANCE, ROWS_PER_IVF_PARTITION, vector_query
+from embedding_assets.core.index_build import ANN_INDEXES, DISTANCE, ROWS_PER_IVF_PARTITION
 from embedding_assets.core.schemas import VECTOR_PRECISIONS
 from embedding_assets.index import IndexConfig
-
-K = 10
 
 
 @dataclass(frozen=True)
@@ -62,28 +59,6 @@ def _bytes_under(path: Path) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
-def _search(table, queries, refine: bool, exact: bool = False) -> tuple[list[float], list[list[str]]]:
-    timings, found = [], []
-    for vector in queries:
-        query = vector_query(table, vector, K).select(["id", "_distance"])
-        if not refine:
-            query = query.refine_factor(None)
-        if exact:
-            query = query.bypass_vector_index()
-        started = time.perf_counter()
-        found.append(query.to_arrow().column("id").to_pylist())
-        timings.append(time.perf_counter() - started)
-    return timings, found
-
-
-def _recall(found: list[list[str]], truth: list[list[str]]) -> float:
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
-
-
-def _ms(values, percentile) -> float:
-    return float(np.percentile(values, percentile) * 1000)
-
-
 def run(work: Path, rows: int) -> list[Row]:
     batches = embedding_like_batches(rows)
     queries = embedding_like_batches(QUERIES + WARM_UP, seed=99)[0].column("vector").to_numpy(zero_copy_only=False)
@@ -95,17 +70,25 @@ def run(work: Path, rows: int) -> list[Row]:
         name = f"v{number}"
         table = db.create_table(name, data=_stored_as(batches, variant.precision), mode="overwrite")
         if truth is None:
-            _, truth = _search(table, queries[WARM_UP:], refine=True, exact=True)
+            _, truth = timed_search(table, queries[WARM_UP:], exact=True)
         data_bytes = _bytes_under(work / "vector-storage" / f"{name}.lance" / "data")
         started = time.perf_counter()
         table.create_index("vector", config=variant.index)
         build_seconds = time.perf_counter() - started
         index_bytes = _bytes_under(work / "vector-storage" / f"{name}.lance" / "_indices")
-        _search(table, queries[:WARM_UP], refine=True)
-        timings, found = _search(table, queries[WARM_UP:], refine=True)
-        _, unrefined = _search(table, queries[WARM_UP:], refine=False)
+        timed_search(table, queries[:WARM_UP])
+        timings, found = timed_search(table, queries[WARM_UP:])
+        _, unrefined = timed_search(table, queries[WARM_UP:], refine_factor=None)
         measured.append(
-            (variant, data_bytes, index_bytes, build_seconds, timings, _recall(found, truth), _recall(unrefined, truth))
+            (
+                variant,
+                data_bytes,
+                index_bytes,
+                build_seconds,
+                timings,
+                id_recall(found, truth),
+                id_recall(unrefined, truth),
+            )
         )
         db.drop_table(name)
     _, base_data, base_index, _, base_timings, base_recall, _ = measured[0]
@@ -114,15 +97,15 @@ def run(work: Path, rows: int) -> list[Row]:
         result.append(
             Row(
                 f"11. {variant.name} at {rows:,}",
-                f"recall@10 {recall:.3f}; p50 {_ms(timings, 50):.1f} / p99 {_ms(timings, 99):.1f} ms; "
+                f"recall@10 {recall:.3f}; p50 {ms(timings, 50):.1f} / p99 {ms(timings, 99):.1f} ms; "
                 f"vectors {data_bytes / 2**20:,.0f} MiB, index {index_bytes / 2**20:,.0f} MiB",
-                f"default: recall@10 {base_recall:.3f}; p50 {_ms(base_timings, 50):.1f} ms; "
+                f"default: recall@10 {base_recall:.3f}; p50 {ms(base_timings, 50):.1f} ms; "
                 f"{base_data / 2**20:,.0f} + {base_index / 2**20:,.0f} MiB",
                 (data_bytes + index_bytes) / (base_data + base_index),
                 "size, recall and latency side by side; recall ≥ 0.95",
                 verdict(recall >= 0.95),
                 f"ratio: bytes on disk vs the default; recall without re-ranking {unrefined:.3f}; "
-                f"index built in {build_seconds:.0f} s; {partitions} partitions, nprobes 10, refine 5",
+                f"index built in {build_seconds:.0f} s; {partitions} partitions, nprobes 3, ef 60, refine 5",
             )
         )
     return result
