@@ -58,9 +58,13 @@ def main() -> None:
     parser.add_argument("--serve-documents", type=int, default=1000, help="row 8: documents in the served index")
     parser.add_argument("--serve-seconds", type=float, default=30, help="row 8: load per scenario")
     parser.add_argument("--serve-clients", type=int, default=8, help="row 8: concurrent HTTP clients")
+    parser.add_argument(
+        "--serve-registry", type=Path, default=serving.MODELS_YAML, help="row 8: its first version is served"
+    )
     parser.add_argument("--production-seconds", type=float, default=20, help="row 9: load per scenario")
     parser.add_argument("--fresh-documents", type=int, default=0, help="row 10: documents watched (0: all embedded)")
     parser.add_argument("--fresh-edits", type=int, default=20, help="row 10: edits timed")
+    parser.add_argument("--fresh-upserts", type=int, default=20, help="row 10: upserts through the API timed")
     parser.add_argument("--storage-rows", type=int, default=200_000, help="row 11: vectors per variant")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=".data/cache")
@@ -77,9 +81,14 @@ def main() -> None:
             ("5", lambda: lancedb_index.run(work, args.lance_rows)),
             ("6", lambda: memory.run(work, cache, args.memory_documents)),
             ("7", lambda: gpu.run(work, cache, args.documents)),
-            ("8", lambda: serving.run(work, cache, args.serve_documents, args.serve_seconds, args.serve_clients)),
+            (
+                "8",
+                lambda: serving.run(
+                    work, cache, args.serve_documents, args.serve_seconds, args.serve_clients, args.serve_registry
+                ),
+            ),
             ("9", lambda: production_serving.run(work, cache, seconds=args.production_seconds)),
-            ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits)),
+            ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits, args.fresh_upserts)),
             ("11", lambda: vector_storage.run(work, args.storage_rows)),
             ("12", lambda: runtimes.run(work, cache, args.documents)),
         ]

@@ -28,6 +28,7 @@ from resources.deployments import local_resources
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODELS_YAML = PROJECT_ROOT / "models.yaml"
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float, float]:
@@ -40,10 +41,11 @@ def _short_texts(cache_dir: Path, count: int) -> list[str]:
     return distinct_texts(stdlib_records(cache_dir), count, min_chars=40, max_chars=300)
 
 
-def direct_encoder_baseline(cache_dir: Path, texts: list[str]) -> tuple[list[float], float]:
+def direct_encoder_baseline(
+    cache_dir: Path, texts: list[str], registry: Path = MODELS_YAML, version: str = DEFAULT_VERSION
+) -> tuple[list[float], float]:
     """Latencies of one `encode_texts([text])` call at a time, in-process, on the same texts."""
-    spec = load_registry(PROJECT_ROOT / "models.yaml").spec(DEFAULT_VERSION)
-    encoder = load_encoder(spec, cache_dir, "cpu")
+    encoder = load_encoder(load_registry(registry).spec(version), cache_dir, "cpu")
     encoder.encode_texts(texts[:8])
     latencies = []
     for text in texts:
@@ -110,21 +112,25 @@ def start_server(
         time.sleep(0.5)
 
 
-def run(work: Path, cache_dir: Path, documents: int, seconds: float, clients: int) -> list[Row]:
+def run(
+    work: Path, cache_dir: Path, documents: int, seconds: float, clients: int, registry: Path = MODELS_YAML
+) -> list[Row]:
+    """The server runs the live version of `registry` (its first entry: e.g. models-cpu.yaml's ONNX int8)."""
     root = work / "serving"
     records = [r for r in stdlib_records(cache_dir) if 80 <= len(r["text"]) <= 2000][:documents]
     corpus = write_jsonl(root / "corpus.jsonl", records)
-    defs = build_definitions(local_resources(str(corpus), str(root / "lance"), cache_dir, device="cpu"))
+    version = next(iter(load_registry(registry).specs))
+    defs = build_definitions(local_resources(str(corpus), str(root / "lance"), cache_dir, registry, device="cpu"))
     with instance_for_test() as instance:
         run_pipeline(defs, instance, say=lambda _: None)
     texts = _short_texts(cache_dir, 400)
-    direct, direct_rps = direct_encoder_baseline(cache_dir, texts)
+    direct, direct_rps = direct_encoder_baseline(cache_dir, texts, registry, version)
     d50, _, d99 = _percentiles(direct)
     baseline = f"{direct_rps:,.0f} calls/s; p50 {d50:.1f} / p99 {d99:.1f} ms (encode_texts([text]) in-process)"
 
     port = 18000 + os.getpid() % 1000
     prefix = f"embedding-api-bench-{uuid.uuid4().hex[:8]}"
-    server = start_server(root, corpus, cache_dir, port, prefix)
+    server = start_server(root, corpus, cache_dir, port, prefix, {"MODEL_REGISTRY": str(registry)})
     url = f"http://127.0.0.1:{port}"
     warm = texts[:64]
     # name: (route, request body of the n-th request, the p99 goal in ms)
@@ -144,13 +150,13 @@ def run(work: Path, cache_dir: Path, documents: int, seconds: float, clients: in
         for name, (path, bodies, goal_ms) in scenarios.items():
             # One client shows the latency floor; `clients` show throughput and queueing.
             for concurrency in (1, clients):
-                calls_before = _model_calls(url)
+                calls_before = _model_calls(url, version)
                 latencies, rps, failures = asyncio.run(_load(url, path, bodies, concurrency, seconds))
-                calls = _model_calls(url) - calls_before
+                calls = _model_calls(url, version) - calls_before
                 p50, p95, p99 = _percentiles(latencies)
                 rows.append(
                     Row(
-                        f"8{next(letters)}. serving: {name}, {concurrency} client{'s' if concurrency > 1 else ''}",
+                        f"8{next(letters)}. serving {version}: {name}, {concurrency} client{'s' * (concurrency > 1)}",
                         f"{rps:,.0f} req/s; p50 {p50:.1f} / p95 {p95:.1f} / p99 {p99:.1f} ms",
                         baseline,
                         rps / direct_rps,
@@ -169,5 +175,5 @@ def run(work: Path, cache_dir: Path, documents: int, seconds: float, clients: in
     return rows
 
 
-def _model_calls(url: str) -> int:
-    return httpx.get(f"{url}/stats").json()["models"][DEFAULT_VERSION]["model_calls"]
+def _model_calls(url: str, version: str) -> int:
+    return httpx.get(f"{url}/stats").json()["models"][version]["model_calls"]
