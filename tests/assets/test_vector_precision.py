@@ -12,6 +12,8 @@ from embedding_assets.definitions import build_definitions
 from tests.builders import DEFAULT_VERSION, MODELS_YAML, lone_document, make_resources, write_jsonl
 
 HALF = "minilm-l6-f16"
+# Documents embedded by both versions: enough for search to have near neighbours, few enough to be quick.
+PRECISION_CORPUS = 100
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def built(tmp_path_factory, sample_records, cache_dir):
     registry["versions"].append({**registry["versions"][0], "key": HALF, "vector_precision": "float16"})
     registry_path = tmp_path / "models.yaml"
     registry_path.write_text(yaml.safe_dump(registry))
-    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records)
+    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records[:PRECISION_CORPUS])
     defs = build_definitions(make_resources(str(corpus_path), str(tmp_path / "lance"), cache_dir, registry_path))
     with instance_for_test() as instance:
         report = run_pipeline(defs, instance, say=lambda _: None)
@@ -51,6 +53,7 @@ def test_a_float16_version_stores_the_float32_vectors_rounded(built):
 
 def test_a_float16_version_searches_like_float32_and_restores_retained_vectors(built, sample_records, minilm_encoder):
     defs, instance, corpus_path, store, _ = built
+    records = sample_records[:PRECISION_CORPUS]
     for query in ("read a file line by line", "parse command line arguments", "a thread pool"):
         hits = {
             version: [hit.doc_id for hit in search(store, version, None, minilm_encoder, query, k=5)]
@@ -58,11 +61,11 @@ def test_a_float16_version_searches_like_float32_and_restores_retained_vectors(b
         }
         assert hits[HALF] == hits[DEFAULT_VERSION]
     # A deleted document's float16 rows are retained, and its return is served from them: no model call.
-    victim = lone_document(store, sample_records, HALF)
+    victim = lone_document(store, records, HALF)
     cursor, _ = apply_source_changes(defs, instance)
-    write_jsonl(corpus_path, [record for record in sample_records if record is not victim])
+    write_jsonl(corpus_path, [record for record in records if record is not victim])
     cursor, _ = apply_source_changes(defs, instance, cursor)
-    write_jsonl(corpus_path, sample_records)
+    write_jsonl(corpus_path, records)
     _, runs = apply_source_changes(defs, instance, cursor)
     half_runs = [m.metadata for m in runs if m.asset == "embeddings" and m.partition.startswith(HALF)]
     assert half_runs and sum(m["model_calls"] for m in half_runs) == 0
