@@ -75,9 +75,9 @@ class ModelSpec(BaseModel):
     )
     normalize: bool = True
     dtype: Literal["auto", "float32", "float16"] = "auto"
-    # How the version's table stores its vectors (unset: float32). float16 halves storage and reads;
+    # How the version's table stores its vectors. float16 halves storage and reads;
     # its rounding is measured in benchmarks/ (row 11). Changing it changes stored vectors: a new key.
-    vector_precision: Literal["float32", "float16"] | None = None
+    vector_precision: Literal["float32", "float16"] = "float32"
     # sentence-transformers only: what runs the weights. onnx: exported once from `source` into the cache
     # folder and run by ONNX Runtime on the CPU (see gpu_ops/onnx_export.py); quantization int8 quantizes
     # that export's weights dynamically, for this CPU.
@@ -151,10 +151,6 @@ class ModelSpec(BaseModel):
             raise ValueError("pca_dims is a model2vec option and must equal dim")
         if self.fidelity_reference == self.key:
             raise ValueError("fidelity_reference names another version, not this one")
-
-    @property
-    def stored_precision(self) -> str:
-        return self.vector_precision or "float32"
 
     @property
     def random_weights(self) -> bool:

@@ -47,7 +47,7 @@ def plan_reembedding(
 ) -> ReembeddingPlan:
     """The plan of embedding every shard of `spec`'s version from where its table stands now."""
     # Created as the embedding stage creates it, recording the settings that shape its vectors.
-    table = store.embeddings_table(spec.key, spec.dim, spec.vector_settings(), spec.stored_precision)
+    table = store.embeddings_table(spec.key, spec.dim, spec.vector_settings(), spec.vector_precision)
     todo, per_shard_representatives, shards_with_work = [], 0, 0
     documents = up_to_date = held = 0
     for shard in shards:

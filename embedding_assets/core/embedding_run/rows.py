@@ -58,7 +58,7 @@ def document_rows(
 def arrow_rows(rows: list[VectorRow], spec: ModelSpec, shard: str) -> pa.Table:
     """The rows as the version's table stores them (the vectors as fixed-size lists of `spec.dim`, in the
     version's stored precision)."""
-    flat = np.concatenate([row.vector for row in rows]).astype(spec.stored_precision, copy=False).reshape(-1)
+    flat = np.concatenate([row.vector for row in rows]).astype(spec.vector_precision, copy=False).reshape(-1)
     count = len(rows)
     return pa.table(
         {
@@ -75,7 +75,7 @@ def arrow_rows(rows: list[VectorRow], spec: ModelSpec, shard: str) -> pa.Table:
             "origin": [row.origin for row in rows],
             "origin_hash": [row.origin_hash for row in rows],
         },
-        schema=embeddings_schema(spec.dim, precision=spec.stored_precision),
+        schema=embeddings_schema(spec.dim, precision=spec.vector_precision),
     )
 
 

@@ -133,7 +133,7 @@ class VersionSettingsChanged(ValueError):
 
 def _embeddings_table(store: LanceStore, spec: ModelSpec):
     """The version's table, refused before any model call if the registry changed what shapes its vectors."""
-    table = store.embeddings_table(spec.key, spec.dim, spec.vector_settings(), spec.stored_precision)
+    table = store.embeddings_table(spec.key, spec.dim, spec.vector_settings(), spec.vector_precision)
     recorded = recorded_model_settings(table.schema)
     changed = spec.settings_changed_since(recorded) if recorded is not None else []
     if changed:
