@@ -21,13 +21,11 @@ from dagster import (
 )
 
 from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
-from embedding_assets.core.dedup import SignatureIndex
 from embedding_assets.core.freshness import UPSERT_ORIGIN, record_freshness
 from embedding_assets.core.inbox import compact_inbox, read_inbox
-from embedding_assets.core.minhash import MinHasher
 from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.corpus import sync_shard
-from embedding_assets.dedup import deduplicate_shard
+from embedding_assets.dedup import deduplicate_changed
 from embedding_assets.embeddings import embed_partition
 from embedding_assets.index import IndexConfig, advance_live_pin, index_version
 from partitions import embedding_partition_key, model_version_partitions
@@ -68,6 +66,7 @@ def ingest_change(
     compact_inbox(lancedb.store())
     return {
         "shards": config.dedup_shards,
+        "ingest_shards": config.ingest_shards,
         "detected_at": config.detected_at,
         "source_changed_at": config.source_changed_at,
     }
@@ -75,12 +74,12 @@ def ingest_change(
 
 @op
 def deduplicate_change(context: OpExecutionContext, change: dict, lancedb: LanceDBResource) -> dict:
-    store = lancedb.store()
-    store.ensure_lookup_indexes()
-    index = SignatureIndex(store, MinHasher())
-    for shard in change["shards"]:
-        _report(context, "dedup_signatures", shard, deduplicate_shard(context.log, lancedb, shard, index))
-    return change
+    """Only what the change can move is decided again. Embedding follows the documents: it runs where
+    the source changed and where a signature row moved (a new representative, or a row removed)."""
+    moved = deduplicate_changed(context.log, lancedb, change["shards"])
+    for shard, metadata in moved.items():
+        _report(context, "dedup_signatures", shard, metadata)
+    return {**change, "shards": sorted(set(change["ingest_shards"]) | moved.keys())}
 
 
 @op

@@ -13,10 +13,10 @@ from dagster import (
 )
 
 from embedding_assets.core.aliases import current_alias
+from embedding_assets.core.ann_recall import ann_recall
 from embedding_assets.core.fidelity import vector_fidelity
 from embedding_assets.core.index_checks import (
     CheckOutcome,
-    ann_recall,
     count_parity,
     quarantine_report,
     single_model_version,

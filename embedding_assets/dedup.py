@@ -1,16 +1,28 @@
 from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, asset
 
-from embedding_assets.core.dedup import SignatureIndex, dedup_shard
+from embedding_assets.core.dedup import DedupStats, SignatureIndex, dedup_shard
+from embedding_assets.core.dedup_change import dedup_change
 from embedding_assets.core.minhash import BANDS, NEAR_DUPLICATE_JACCARD, NUM_PERM, ROWS_PER_BAND, MinHasher
 from embedding_assets.corpus import corpus
 from partitions import shard_partitions
 from resources.lance_store import LanceDBResource
 
 
-def deduplicate_shard(log, lancedb: LanceDBResource, shard: str, index: SignatureIndex | None = None) -> dict:
-    """One shard of the dedup stage; its materialization's metadata. The asset and the change job share it
-    (the job with one `index` for all its shards)."""
-    stats = dedup_shard(lancedb.store(), shard, MinHasher(), index)
+def deduplicate_shard(log, lancedb: LanceDBResource, shard: str) -> dict:
+    """One shard of the dedup stage; its materialization's metadata."""
+    return _metadata(log, shard, dedup_shard(lancedb.store(), shard, MinHasher()))
+
+
+def deduplicate_changed(log, lancedb: LanceDBResource, shards: list[str]) -> dict[str, dict]:
+    """The dedup stage for a change of `shards` (core/dedup_change.py): shard -> its materialization's
+    metadata, for each shard whose rows moved."""
+    store = lancedb.store()
+    store.ensure_lookup_indexes()
+    stats = dedup_change(store, shards, SignatureIndex(store, MinHasher()))
+    return {shard: _metadata(log, shard, shard_stats) for shard, shard_stats in sorted(stats.items())}
+
+
+def _metadata(log, shard: str, stats: DedupStats) -> dict:
     log.info(
         f"shard {shard}: {stats.self_representatives} representatives, "
         f"{stats.exact_duplicates} exact and {stats.near_duplicates} near duplicates"

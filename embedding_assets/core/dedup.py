@@ -33,10 +33,13 @@ from embedding_assets.core.minhash import (
     estimated_jaccard,
 )
 from embedding_assets.core.schemas import LSH_BANDS_SCHEMA, SIGNATURES_SCHEMA
+from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.store import LanceStore, delete_in, fixed_size_lists, scan, scan_in, sql_literal, upsert
 
 Neighbours = dict[str, list[tuple[str, float]]]
 SIGN_BATCH = 2_048
+# What decides whether a stored signature row is still right (decided_rows).
+SIGNATURE_ROW_COLUMNS = ["doc_id", "content_hash", "representative_hash", "dup_kind", "jaccard"]
 
 
 @dataclass
@@ -137,8 +140,9 @@ class SignatureIndex:
             found.update(self.sign(texts_by_content(self.store, unsigned)))
         return found
 
-    def neighbours(self, hashes: set[str]) -> Neighbours:
-        """Live contents with estimated Jaccard >= the threshold, found through shared band keys."""
+    def band_candidates(self, hashes: set[str]) -> dict[str, set[str]]:
+        """Live texts sharing at least one LSH band key with each of `hashes` (live or not, while its
+        band rows are kept): the candidates, before any Jaccard is estimated."""
         own = defaultdict(set)
         for part in scan_in(self.bands, "content_hash", hashes, ["band", "band_hash", "content_hash"]):
             for band, key, content in zip(*(part.column(c).to_pylist() for c in ("band", "band_hash", "content_hash"))):
@@ -149,6 +153,11 @@ class SignatureIndex:
                 for content in own.get((band, key), ()):
                     if other != content and other in self.text_hashes:
                         candidates[content].add(other)
+        return candidates
+
+    def neighbours(self, hashes: set[str]) -> Neighbours:
+        """Live contents with estimated Jaccard >= the threshold, found through shared band keys."""
+        candidates = self.band_candidates(hashes)
         signatures = self.minhashes(set(candidates) | {o for others in candidates.values() for o in others})
         result: Neighbours = defaultdict(list)
         for content, others in candidates.items():
@@ -167,48 +176,58 @@ class SignatureIndex:
         return first
 
 
-def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher, index: SignatureIndex | None = None) -> DedupStats:
-    """Representatives of the shard's documents. `index` is shared by the shards of one run (a change
-    touching many shards reads the corpus's contents and completes its bands once, not per shard)."""
-    if index is None:
-        store.ensure_lookup_indexes()
-        index = SignatureIndex(store, hasher)
-    signed_before = index.signed
-    in_shard = f"shard = {sql_literal(shard)}"
-    documents = live_documents(store, shard)
-    previous = {
-        row["doc_id"]: row
-        for row in scan(
-            index.signatures, in_shard, ["doc_id", "content_hash", "representative_hash", "dup_kind", "jaccard"]
-        ).to_pylist()
-    }
-    shard_hashes = set(documents.values())
-    stats = DedupStats(documents=len(documents))
-    stats.contents_banded = index.complete_bands(keep=shard_hashes)
-
-    representatives = choose_representatives(shard_hashes, index.neighbours)
-    first_doc = index.first_doc_ids(shard_hashes)
-    rows = []
+def decided_rows(
+    documents: dict[str, str],
+    representatives: dict[str, tuple[str, float]],
+    first_doc: dict[str, str],
+    previous: dict[str, dict],
+) -> dict[str, list[dict]]:
+    """The signature rows of `documents` (doc_id -> content) under the decided representatives:
+    "all" of them, and those "changed" from `previous` (doc_id -> its stored row), the ones to write."""
+    rows: dict[str, list[dict]] = {"all": [], "changed": []}
     for doc_id, content in sorted(documents.items()):
         representative, jaccard = representatives[content]
         kind = "near" if representative != content else ("exact" if first_doc[content] != doc_id else "self")
-        stats.near_duplicates += kind == "near"
-        stats.exact_duplicates += kind == "exact"
-        stats.self_representatives += kind == "self"
         row = {"doc_id": doc_id, "content_hash": content, "representative_hash": representative, "dup_kind": kind}
+        rows["all"].append(row)
         old = previous.get(doc_id)
         if old and all(old[k] == v for k, v in row.items()) and abs(old["jaccard"] - jaccard) < 1e-6:
             continue
-        rows.append({**row, "shard": shard, "jaccard": jaccard})
+        rows["changed"].append({**row, "shard": shard_of(doc_id), "jaccard": jaccard})
+    return rows
 
+
+def write_rows(index: SignatureIndex, rows: list[dict]) -> int:
+    """Upsert signature rows (each with its content's MinHash), in bounded batches; returns how many."""
     signatures = index.minhashes({row["content_hash"] for row in rows} & index.text_hashes)
     for start in range(0, len(rows), SIGN_BATCH):
         part = rows[start : start + SIGN_BATCH]
         for row in part:
             row["minhash"] = signatures.get(row["content_hash"])
         upsert(index.signatures, pa.Table.from_pylist(part, schema=SIGNATURES_SCHEMA), on="doc_id")
-    stats.rows_written = len(rows)
-    stats.contents_signed = index.signed - signed_before
+    return len(rows)
+
+
+def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
+    """Representatives of all the shard's documents (a change decides only what it can move:
+    core/dedup_change.py)."""
+    store.ensure_lookup_indexes()
+    index = SignatureIndex(store, hasher)
+    in_shard = f"shard = {sql_literal(shard)}"
+    documents = live_documents(store, shard)
+    previous = {row["doc_id"]: row for row in scan(index.signatures, in_shard, SIGNATURE_ROW_COLUMNS).to_pylist()}
+    shard_hashes = set(documents.values())
+    stats = DedupStats(documents=len(documents))
+    stats.contents_banded = index.complete_bands(keep=shard_hashes)
+
+    representatives = choose_representatives(shard_hashes, index.neighbours)
+    rows = decided_rows(documents, representatives, index.first_doc_ids(shard_hashes), previous)
+    for row in rows["all"]:
+        stats.near_duplicates += row["dup_kind"] == "near"
+        stats.exact_duplicates += row["dup_kind"] == "exact"
+        stats.self_representatives += row["dup_kind"] == "self"
+    stats.rows_written = write_rows(index, rows["changed"])
+    stats.contents_signed = index.signed
 
     stats.rows_removed = delete_in(index.signatures, "doc_id", previous.keys() - documents.keys(), in_shard)
     dead_contents = {row["content_hash"] for row in previous.values()} - index.live_hashes

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from embedding_assets.core.documents import live_documents
 from embedding_assets.core.store import LanceStore
-from embedding_assets.core.vector_search import nearest_documents
+from embedding_assets.core.vector_search import nearest_documents_many
 
 K = 10
 
@@ -34,6 +34,41 @@ def load_eval_set(path: Path) -> list[EvalQuery]:
         return [EvalQuery(row["query"], tuple(row["relevant"])) for row in map(json.loads, lines) if row]
 
 
+@dataclass
+class EncodedQueries:
+    """The queries whose relevant documents are in the live corpus, encoded once by one model: a
+    version's table versions are scored with the same vectors."""
+
+    applicable: list[EvalQuery]
+    vectors: object
+    skipped: int
+
+
+def encode_queries(store: LanceStore, encoder, queries: list[EvalQuery]) -> EncodedQueries:
+    live = live_documents(store)
+    applicable = [q for q in queries if any(doc_id in live for doc_id in q.relevant)]
+    vectors = encoder.encode_texts([q.query for q in applicable]).vectors if applicable else []
+    return EncodedQueries(applicable, vectors, len(queries) - len(applicable))
+
+
+def score_retrieval(
+    store: LanceStore, model_version: str, encoded: EncodedQueries, k: int = K, table_version: int | None = None
+) -> RetrievalScore:
+    """Recall@k and MRR of encoded queries, searching `table_version` of the version's table (its latest when None)."""
+    if not encoded.applicable:
+        return RetrievalScore(0.0, 0.0, 0, encoded.skipped)
+    table = store.open_embeddings_table(model_version, table_version)
+    hits, reciprocal = 0, 0.0
+    for query, found in zip(encoded.applicable, nearest_documents_many(table, encoded.vectors, k)):
+        ranked = [row["doc_id"] for row in found]
+        rank = next((i for i, doc_id in enumerate(ranked, start=1) if doc_id in query.relevant), None)
+        if rank:
+            hits += 1
+            reciprocal += 1.0 / rank
+    applicable = len(encoded.applicable)
+    return RetrievalScore(hits / applicable, reciprocal / applicable, applicable, encoded.skipped)
+
+
 def evaluate_retrieval(
     store: LanceStore,
     model_version: str,
@@ -42,21 +77,5 @@ def evaluate_retrieval(
     k: int = K,
     table_version: int | None = None,
 ) -> RetrievalScore:
-    """Recall@k and MRR over the queries whose relevant documents are in the live corpus, searching
-    `table_version` of the version's table (its latest when None)."""
-    live = live_documents(store)
-    applicable = [q for q in queries if any(doc_id in live for doc_id in q.relevant)]
-    if not applicable:
-        return RetrievalScore(0.0, 0.0, 0, len(queries))
-    vectors = encoder.encode_texts([q.query for q in applicable]).vectors
-    table = store.open_embeddings_table(model_version, table_version)
-    hits, reciprocal = 0, 0.0
-    for query, vector in zip(applicable, vectors):
-        ranked = [row["doc_id"] for row in nearest_documents(table, vector, k)]
-        rank = next((i for i, doc_id in enumerate(ranked, start=1) if doc_id in query.relevant), None)
-        if rank:
-            hits += 1
-            reciprocal += 1.0 / rank
-    return RetrievalScore(
-        hits / len(applicable), reciprocal / len(applicable), len(applicable), len(queries) - len(applicable)
-    )
+    """Recall@k and MRR over the queries whose relevant documents are in the live corpus."""
+    return score_retrieval(store, model_version, encode_queries(store, encoder, queries), k, table_version)

@@ -8,7 +8,8 @@ promotion gate stays recall on the evaluation set, as for any version.
 
 import numpy as np
 
-from embedding_assets.core.index_checks import CheckOutcome, sample_row_ids
+from embedding_assets.core.ann_recall import sample_row_ids
+from embedding_assets.core.index_checks import CheckOutcome
 from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan_in
 from gpu_ops.registry import ModelSpec

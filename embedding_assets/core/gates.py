@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from embedding_assets.core.ann_recall import ann_recall
 from embedding_assets.core.index_checks import (
     CheckOutcome,
-    ann_recall,
     count_parity,
     single_model_version,
     vector_sanity,

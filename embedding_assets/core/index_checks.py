@@ -4,8 +4,6 @@ Each check returns whether it passed and the figures behind the verdict, so the 
 checks, the promotion gate and the tests share one implementation.
 """
 
-import hashlib
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -14,8 +12,7 @@ import numpy as np
 from embedding_assets.core.documents import LIVE_DOCUMENTS, iter_texts_by_content, live_documents_with_modality
 from embedding_assets.core.embedding_run.plan import documents_for
 from embedding_assets.core.embedding_run.rows import expected_vector_count
-from embedding_assets.core.index_build import vector_index_type, vector_query
-from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, scan_in, sql_literal
+from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, sql_literal
 from gpu_ops.registry import ModelSpec
 
 SAMPLE_LIMIT = 10
@@ -217,68 +214,6 @@ def vector_sanity(store: LanceStore, spec: ModelSpec, table_version: int | None 
             "norm_min": float(norm_min) if rows else 0.0,
             "norm_max": float(norm_max),
             "norm_mean": float(norm_sum / rows) if rows else 0.0,
-        },
-    )
-
-
-def sample_row_ids(table, size: int) -> list[str]:
-    """A deterministic sample of row ids: the ids with the smallest sha1."""
-    ids = scan(table, None, ["id"]).column("id").to_pylist()
-    return sorted(ids, key=lambda row_id: hashlib.sha1(row_id.encode()).digest())[:size]
-
-
-def recall_with_ties(found: list[float], exact: list[float], tolerance: float = 1e-5) -> float:
-    """Share of the exact top-k that the approximate search matched, by distance.
-
-    Exact duplicates share a vector, so several rows tie at the same distance and either search
-    may return any of them: a hit is any result no farther than the exact k-th neighbour.
-    """
-    if not exact:
-        return 1.0
-    return sum(distance <= exact[-1] + tolerance for distance in found[: len(exact)]) / len(exact)
-
-
-def ann_recall(
-    store: LanceStore,
-    spec: ModelSpec,
-    table_version: int | None = None,
-    sample_size: int = 200,
-    k: int = 10,
-    minimum: float = 0.95,
-) -> CheckOutcome:
-    table = store.open_embeddings_table(spec.key, table_version)
-    index = vector_index_type(table)
-    if index is None:
-        return CheckOutcome(
-            True,
-            "no ANN index: every search is exact, so there is no approximation to measure",
-            {"search_mode": "exact", "measured": False, "rows": table.count_rows()},
-        )
-    queries = [
-        vector
-        for part in scan_in(table, "id", sample_row_ids(table, sample_size), ["vector"])
-        for vector in fixed_size_lists(part.column("vector"))
-    ]
-    recalls, latencies = [], []
-    for vector in queries:
-        started = time.perf_counter()
-        approximate = vector_query(table, vector, k).select(["id", "_distance"]).to_arrow()
-        latencies.append(time.perf_counter() - started)
-        exact = vector_query(table, vector, k).bypass_vector_index().select(["id", "_distance"]).to_arrow()
-        found, truth = (result.column("_distance").to_pylist() for result in (approximate, exact))
-        recalls.append(recall_with_ties(found, truth))
-    recall = float(np.mean(recalls)) if recalls else 0.0
-    return CheckOutcome(
-        recall >= minimum,
-        f"ANN recall@{k} {recall:.3f} on {len(queries)} stored vectors (minimum {minimum})",
-        {
-            "search_mode": f"ANN ({index})",
-            "measured": True,
-            f"recall_at_{k}": recall,
-            "minimum": minimum,
-            "queries": len(queries),
-            "latency_p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else 0.0,
-            "latency_p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies else 0.0,
         },
     )
 

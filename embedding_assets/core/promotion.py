@@ -11,7 +11,13 @@ that could not measure fails closed; `force` waives the quality comparison only,
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval
+from embedding_assets.core.evaluation import (
+    EvalQuery,
+    RetrievalScore,
+    encode_queries,
+    evaluate_retrieval,
+    score_retrieval,
+)
 from embedding_assets.core.gates import GateVerdict, check_table_version
 from embedding_assets.core.store import LanceStore
 from gpu_ops.registry import ModelSpec
@@ -144,8 +150,9 @@ def decide_advance(
     verdict = check_table_version(store, spec, encoder.token_spans, store.open_embeddings_table(spec.key).version)
     decision = PromotionDecision(spec.key, False, verdict)
     if verdict.passed:
-        now = evaluate_retrieval(store, spec.key, encoder, queries, table_version=verdict.table_version)
-        before = evaluate_retrieval(store, spec.key, encoder, queries, table_version=pinned)
+        encoded = encode_queries(store, encoder, queries)
+        now = score_retrieval(store, spec.key, encoded, table_version=verdict.table_version)
+        before = score_retrieval(store, spec.key, encoded, table_version=pinned)
         decision.quality = QualityComparison(
             now, before if before.queries else None, tolerance, f"table version {pinned}"
         )

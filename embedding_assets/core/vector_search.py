@@ -4,6 +4,7 @@ A query is text. On a multimodal version it goes through the model's text tower 
 its images, so it finds images, pairs (by their image or their caption) and texts alike.
 """
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 from embedding_assets.core.index_build import vector_query
@@ -31,18 +32,35 @@ class Hit:
 
 def nearest_documents(table, vector, k: int, where: str | None = None) -> list[dict]:
     """The k best rows with distinct doc_id (among rows matching `where`), over-fetching until k are found."""
-    fetch = k * 4
-    while True:
-        query = vector_query(table, vector, fetch)
+    return nearest_documents_many(table, [vector], k, where)[0]
+
+
+def nearest_documents_many(table, vectors, k: int, where: str | None = None) -> list[list[dict]]:
+    """`nearest_documents` of each vector, in one search per round for all of them (an evaluation set's
+    queries cost one scan of an unindexed table, not one each). A query whose fetched rows hold fewer
+    than k documents (windows of one document crowd it) is fetched again, four times deeper."""
+    results: list[list[dict]] = [[] for _ in vectors]
+    pending, fetch = list(range(len(vectors))), k * 4
+    while pending:
+        # One vector is a plain search (no query_index); several are a batch.
+        batch = vectors[pending[0]] if len(pending) == 1 else [vectors[n] for n in pending]
+        query = vector_query(table, batch, fetch)
         if where:
             query = query.where(where, prefilter=True)
-        rows = query.select(HIT_COLUMNS).to_arrow().to_pylist()
-        best: dict[str, dict] = {}
-        for row in rows:
-            best.setdefault(row["doc_id"], row)
-        if len(best) >= k or len(rows) < fetch:
-            return sorted(best.values(), key=lambda row: row["_distance"])[:k]
-        fetch *= 4
+        rows_of: dict[int, list[dict]] = defaultdict(list)
+        for row in query.select(HIT_COLUMNS).to_arrow().to_pylist():
+            rows_of[row.pop("query_index", 0)].append(row)
+        deeper = []
+        for position, n in enumerate(pending):
+            best: dict[str, dict] = {}
+            for row in sorted(rows_of[position], key=lambda row: row["_distance"]):
+                best.setdefault(row["doc_id"], row)
+            if len(best) >= k or len(rows_of[position]) < fetch:
+                results[n] = list(best.values())[:k]
+            else:
+                deeper.append(n)
+        pending, fetch = deeper, fetch * 4
+    return results
 
 
 def documents_by_id(store: LanceStore, doc_ids: list[str]) -> dict[str, dict]:

@@ -20,7 +20,7 @@ from embedding_assets.core.documents import LIVE_DOCUMENTS, live_documents
 from embedding_assets.core.evaluation import EvalQuery, K
 from embedding_assets.core.schemas import VERSION_DIFFS_SCHEMA
 from embedding_assets.core.store import LanceStore, scan, scan_batches, sql_literal, upsert
-from embedding_assets.core.vector_search import nearest_documents
+from embedding_assets.core.vector_search import nearest_documents_many
 from gpu_ops.registry import ModelSpec
 
 # Documents used as queries: enough for a stable overlap, few enough for a slow candidate on a CPU.
@@ -126,7 +126,7 @@ def _ranked(store: LanceStore, spec: ModelSpec, encoder, table_version: int | No
         return []
     table = store.open_embeddings_table(spec.key, table_version)
     vectors = encoder.encode_texts(texts).vectors
-    return [[row["doc_id"] for row in nearest_documents(table, vector, K)] for vector in vectors]
+    return [[row["doc_id"] for row in found] for found in nearest_documents_many(table, vectors, K)]
 
 
 def _score(ranked: list[list[str]], queries: list[EvalQuery]) -> tuple[float, float]:

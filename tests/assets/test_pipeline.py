@@ -223,7 +223,7 @@ def test_corpus_asset_reports_its_counts_through_materialize(tmp_path, cache_dir
 
 
 def test_recall_counts_ties_at_the_kth_distance_as_hits():
-    from embedding_assets.core.index_checks import recall_with_ties
+    from embedding_assets.core.ann_recall import recall_with_ties
 
     exact = [0.0, 0.0, 0.1, 0.2]
     assert recall_with_ties([0.0, 0.0, 0.1, 0.2], exact) == 1.0
