@@ -8,6 +8,7 @@ pin's advance through the gates). Each phase reports a materialization per parti
 through the same functions the assets use, so the UI's partition view stays true.
 """
 
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -53,10 +54,42 @@ def _report(context: OpExecutionContext, asset: str, partition: str | None, meta
     context.log_event(AssetMaterialization(asset_key=asset, partition=partition, metadata=metadata))
 
 
+def _versions_to_embed(context: OpExecutionContext, lancedb: LanceDBResource) -> tuple[list[str], list[str]]:
+    """(to embed, refused): every registered version (the live one, candidates being backfilled, and the
+    previous one for rollback) but those whose re-embedding plan the budget refused, which make no model
+    call here either."""
+    versions = context.instance.get_dynamic_partitions(model_version_partitions.name)
+    refused = [v for v in versions if (plan := latest_plan(lancedb.store(), v)) is not None and not plan.within_budget]
+    return [v for v in versions if v not in refused], refused
+
+
+def _load_models_meanwhile(context: OpExecutionContext, lancedb: LanceDBResource, registry: ModelRegistryResource):
+    """Start loading the models this run will need while the corpus and dedup phases run: in a fresh
+    run process, importing torch and loading weights is seconds of a change's time to searchable, and
+    the gate of the live pin needs the live model even when nothing is embedded. A failed load here is
+    only a missed head start: the phase that needs the model loads it again and reports the error."""
+    specs = registry.registry().specs
+    wanted = [specs[version] for version in _versions_to_embed(context, lancedb)[0] if version in specs]
+
+    def load():
+        for spec in wanted:
+            try:
+                registry.encoder(spec)
+            except Exception:  # noqa: BLE001 - the phase that needs the model loads it again and fails there
+                return
+
+    threading.Thread(target=load, name="load-models-meanwhile", daemon=True).start()
+
+
 @op
 def ingest_change(
-    context: OpExecutionContext, config: ChangeConfig, corpus_source: CorpusSourceResource, lancedb: LanceDBResource
+    context: OpExecutionContext,
+    config: ChangeConfig,
+    corpus_source: CorpusSourceResource,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
 ) -> dict:
+    _load_models_meanwhile(context, lancedb, model_registry)
     inbox = read_inbox(lancedb.store(), config.inbox_version)
     for shard in config.ingest_shards:
         metadata = sync_shard(
@@ -86,13 +119,9 @@ def deduplicate_change(context: OpExecutionContext, change: dict, lancedb: Lance
 def embed_change(
     context: OpExecutionContext, change: dict, lancedb: LanceDBResource, model_registry: ModelRegistryResource
 ) -> dict:
-    """Every registered version: the live one, candidates being backfilled, and the previous one (rollback)."""
-    versions = context.instance.get_dynamic_partitions(model_version_partitions.name)
-    # A version whose re-embedding plan the budget refused makes no model call here either.
-    refused = [v for v in versions if (plan := latest_plan(lancedb.store(), v)) is not None and not plan.within_budget]
+    versions, refused = _versions_to_embed(context, lancedb)
     if refused:
         context.log.warning(f"not embedded, their re-embedding plans are over budget: {', '.join(refused)}")
-    versions = [v for v in versions if v not in refused]
     calls, embedded = 0, []
     for version in versions:
         for shard in change["shards"]:
@@ -126,7 +155,10 @@ def index_and_advance(
     """The versions' indexes, then the live pin. The embeddings, index and live_index materializations are
     reported together at the end: the assets' eager automation (which rebuilds `lance_index` after its
     `embeddings`, `live_index` after its index) must not start a second run for what this run does."""
-    indexed = {version: index_version(context.log, lancedb, version, IndexConfig()) for version in change["versions"]}
+    indexed = {
+        version: index_version(context.log, lancedb, version, IndexConfig(compaction="when_due"))
+        for version in change["versions"]
+    }
     store = lancedb.store()
     alias = current_alias(store, LIVE_ALIAS)
     live = None

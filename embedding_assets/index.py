@@ -30,6 +30,9 @@ class IndexConfig(Config):
     # Below this many rows exact search takes about 10 ms or less (see benchmarks/): no ANN index.
     ann_min_rows: int = 10_000
     ann_index_type: Literal["IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_RQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
+    # "when_due": compact and update indexes only once enough rows wait for it (core/index_build.py,
+    # needs_optimize), as a change's run does; "always": on every build.
+    compaction: Literal["always", "when_due"] = "always"
 
 
 def index_version(log, lancedb: LanceDBResource, model_version: str, config: IndexConfig) -> dict:
@@ -41,6 +44,7 @@ def index_version(log, lancedb: LanceDBResource, model_version: str, config: Ind
         config.ann_min_rows,
         config.ann_index_type,
         protected_table_versions(store, model_version),
+        always_optimize=config.compaction == "always",
     )
     log.info(f"{model_version}: {stats.rows} rows, search {stats.search_mode}")
     return {
@@ -48,6 +52,7 @@ def index_version(log, lancedb: LanceDBResource, model_version: str, config: Ind
         "table_version": stats.table_version,
         "ann_index": stats.ann_index,
         "search_mode": stats.search_mode,
+        "compacted": stats.optimized,
         "scalar_indexes": ", ".join(stats.scalar_indexes),
         "text_index": f"documents.text (full text): {stats.text_index}",
     }

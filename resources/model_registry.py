@@ -1,5 +1,6 @@
 """The model registry as a resource: specs from `models.yaml`, encoders loaded on demand."""
 
+import threading
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -21,6 +22,8 @@ class ModelRegistryResource(ConfigurableResource):
     max_batch_items: int = 0
 
     _encoders: dict = PrivateAttr(default_factory=dict)
+    # A run may start loading a model in the background (see change_job.py): one load per spec, never two.
+    _loading: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def registry(self) -> ModelRegistry:
         return load_registry(self.registry_path)
@@ -29,11 +32,16 @@ class ModelRegistryResource(ConfigurableResource):
         return self.registry().spec(model_version)
 
     def encoder(self, spec: ModelSpec):
-        if spec not in self._encoders:
-            self._encoders[spec] = load_encoder(
-                spec, Path(self.model_cache_dir), self.device, self.token_budget or None, self.max_batch_items or None
-            )
-        return self._encoders[spec]
+        with self._loading:
+            if spec not in self._encoders:
+                self._encoders[spec] = load_encoder(
+                    spec,
+                    Path(self.model_cache_dir),
+                    self.device,
+                    self.token_budget or None,
+                    self.max_batch_items or None,
+                )
+            return self._encoders[spec]
 
     def loaded(self, model_version: str) -> tuple[ModelSpec, object]:
         """(spec, encoder) of a registered version, the pair the promotion gates compare."""

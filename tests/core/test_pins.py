@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+from lancedb.index import BTree
 
 from embedding_assets.core.aliases import (
     current_alias,
@@ -11,7 +12,7 @@ from embedding_assets.core.aliases import (
     protected_table_versions,
     switch_alias,
 )
-from embedding_assets.core.index_build import DEFAULT_CLEANUP_AGE, cleanup_horizon
+from embedding_assets.core.index_build import DEFAULT_CLEANUP_AGE, MAX_FRAGMENTS, cleanup_horizon, needs_optimize
 from embedding_assets.core.schemas import embeddings_schema
 
 DIM = 4
@@ -57,3 +58,21 @@ def test_rollback_target_is_the_exact_table_version_that_served(store):
     assert (target.model_version, target.table_version) == ("old", 2)
     assert open_pinned(store, target).count_rows() == 1
     assert protected_table_versions(store, "old") == {2}
+
+
+def test_a_change_compacts_and_reindexes_only_once_enough_rows_wait(store):
+    table = store.embeddings_table("v", DIM)
+    _write(table, [f"doc-{n}" for n in range(200)])
+    table.create_index("doc_id", config=BTree())
+    assert not needs_optimize(table)
+    _write(table, ["late-1", "late-2"])
+    # 2 unindexed rows of 202: readers scan them exactly; compacting would rewrite all 202.
+    assert not needs_optimize(table)
+    _write(table, [f"later-{n}" for n in range(20)])
+    assert needs_optimize(table)
+    table.optimize()
+    assert not needs_optimize(table)
+    for n in range(MAX_FRAGMENTS + 1):
+        table.delete(f"id = 'doc-{n}'")
+        _write(table, [f"doc-{n}"])
+    assert needs_optimize(table)
