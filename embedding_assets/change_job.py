@@ -25,9 +25,9 @@ from embedding_assets.core.aliases import LIVE_ALIAS, current_alias
 from embedding_assets.core.freshness import UPSERT_ORIGIN, record_freshness
 from embedding_assets.core.inbox import compact_inbox, read_inbox
 from embedding_assets.core.reembedding_plan import latest_plan
-from embedding_assets.corpus import sync_shard
+from embedding_assets.corpus import sync_shards
 from embedding_assets.dedup import deduplicate_changed
-from embedding_assets.embeddings import embed_partition
+from embedding_assets.embeddings import embed_partitions
 from embedding_assets.index import IndexConfig, advance_live_pin, index_version
 from partitions import embedding_partition_key, model_version_partitions
 from resources.corpus_source import CorpusSourceResource
@@ -91,10 +91,10 @@ def ingest_change(
 ) -> dict:
     _load_models_meanwhile(context, lancedb, model_registry)
     inbox = read_inbox(lancedb.store(), config.inbox_version)
-    for shard in config.ingest_shards:
-        metadata = sync_shard(
-            context.log, corpus_source, lancedb, shard, config.allow_mass_delete, context.run.run_id, inbox
-        )
+    synced = sync_shards(
+        context.log, corpus_source, lancedb, config.ingest_shards, config.allow_mass_delete, context.run.run_id, inbox
+    )
+    for shard, metadata in synced.items():
         _report(context, "corpus", shard, metadata)
     compact_inbox(lancedb.store())
     return {
@@ -124,10 +124,12 @@ def embed_change(
         context.log.warning(f"not embedded, their re-embedding plans are over budget: {', '.join(refused)}")
     calls, embedded = 0, []
     for version in versions:
-        for shard in change["shards"]:
-            metadata = embed_partition(context.log, lancedb, model_registry, version, shard)
-            calls += metadata["model_calls"]
-            embedded.append((embedding_partition_key(version, shard), metadata))
+        # One encoding stream over the shards; a Batch API version keeps its jobs per shard.
+        pooled = [change["shards"]] if not model_registry.spec(version).batch_api else [[s] for s in change["shards"]]
+        for shards in pooled:
+            for shard, metadata in embed_partitions(context.log, lancedb, model_registry, version, shards).items():
+                calls += metadata["model_calls"]
+                embedded.append((embedding_partition_key(version, shard), metadata))
     context.log.info(f"change embedded with {calls} model calls over {len(versions)} version(s)")
     return {**change, "versions": versions, "embedded": embedded}
 

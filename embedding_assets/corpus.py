@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
-from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.corpus_sync import CorpusSyncStats, sync_corpus_shards
 from embedding_assets.core.inbox import InboxSnapshot, mark_applied, read_inbox, with_inbox
 from partitions import shard_partitions
 from resources.corpus_source import CorpusSourceResource
@@ -15,33 +15,62 @@ class CorpusConfig(Config):
     allow_mass_delete: bool = False
 
 
-def sync_shard(
+def sync_shards(
+    log,
+    corpus_source: CorpusSourceResource,
+    lancedb: LanceDBResource,
+    shards: list[str],
+    allow_mass_delete: bool,
+    run_id: str,
+    inbox: InboxSnapshot | None = None,
+) -> dict[str, dict]:
+    """The corpus stage for `shards`, in one read of the source: the source with the inbox laid over it
+    (`inbox`, or the latest one), and the inbox's pending writes of those shards then marked applied by
+    `run_id`. Returns each shard's materialization metadata. The asset (one shard) and the change job
+    (every shard it touches) share it."""
+    if not shards:
+        return {}
+    store = lancedb.store()
+    one = shards[0] if len(shards) == 1 else None
+    inbox = inbox or read_inbox(store, shard=one)
+    now = datetime.now(timezone.utc)
+    stats = sync_corpus_shards(
+        store,
+        with_inbox(corpus_source.read(one), inbox, one),
+        shards,
+        now,
+        corpus_source.mass_delete_guard(allow_mass_delete),
+    )
+    return {
+        shard: _shard_metadata(
+            log,
+            corpus_source,
+            lancedb,
+            shard,
+            shard_stats,
+            mark_applied(store, [entry for entry in inbox.pending if entry["shard"] == shard], run_id, now),
+            inbox.version,
+            allow_mass_delete,
+        )
+        for shard, shard_stats in stats.items()
+    }
+
+
+def _shard_metadata(
     log,
     corpus_source: CorpusSourceResource,
     lancedb: LanceDBResource,
     shard: str,
+    stats: CorpusSyncStats,
+    applied: int,
+    inbox_version: int,
     allow_mass_delete: bool,
-    run_id: str,
-    inbox: InboxSnapshot | None = None,
 ) -> dict:
-    """One shard of the corpus stage: the source with the inbox laid over it (`inbox`, or the latest one), and
-    the inbox's pending writes of the shard then marked applied by `run_id`; its materialization's metadata.
-    The asset and the change job share it."""
-    store = lancedb.store()
-    inbox = inbox or read_inbox(store, shard=shard)
-    now = datetime.now(timezone.utc)
-    stats = sync_corpus_shard(
-        store,
-        with_inbox(corpus_source.read(shard), inbox, shard),
-        shard,
-        now,
-        corpus_source.mass_delete_guard(allow_mass_delete),
-    )
-    applied = mark_applied(store, [entry for entry in inbox.pending if entry["shard"] == shard], run_id, now)
     if not stats.source_complete:
         log.warning(
             f"{corpus_source.describe()} could not be read whole, so no document was marked deleted for being absent "
-            f"from it: {'; '.join(stats.source_problems)}. Fix the source and rerun to apply its deletions."
+            f"from it (shard {shard}): {'; '.join(stats.source_problems)}. Fix the source and rerun to apply its "
+            "deletions."
         )
     log.info(
         f"shard {shard}: {stats.live} documents (+{stats.added} ~{stats.changed} -{stats.deleted}), "
@@ -57,7 +86,7 @@ def sync_shard(
         "quarantine_reasons": dict(stats.quarantine_reasons),
         "modalities": dict(stats.modalities),
         "inbox_writes_applied": applied,
-        "inbox_version": inbox.version,
+        "inbox_version": inbox_version,
         "source": corpus_source.describe(),
         "source_complete": stats.source_complete,
         "source_problems": "; ".join(stats.source_problems) or "none",
@@ -75,8 +104,6 @@ def corpus(
 ) -> MaterializeResult:
     """The shard's documents (the source's, and the inbox's writes), normalized and content-hashed; what left
     them is marked deleted."""
-    return MaterializeResult(
-        metadata=sync_shard(
-            context.log, corpus_source, lancedb, context.partition_key, config.allow_mass_delete, context.run.run_id
-        )
-    )
+    shard = context.partition_key
+    metadata = sync_shards(context.log, corpus_source, lancedb, [shard], config.allow_mass_delete, context.run.run_id)
+    return MaterializeResult(metadata=metadata[shard])

@@ -10,7 +10,7 @@ from dagster import (
     asset,
 )
 
-from embedding_assets.core.embedding_run import COMMIT_GROUP_CONTENTS, Progress, embed_shard
+from embedding_assets.core.embedding_run import COMMIT_GROUP_CONTENTS, EmbedStats, Progress, embed_shards
 from embedding_assets.core.reembedding_plan import latest_plan
 from embedding_assets.core.schemas import embeddings_table_name
 from embedding_assets.dedup import dedup_signatures
@@ -50,19 +50,39 @@ def embed_partition(
     shard: str,
     commit_group: int = COMMIT_GROUP_CONTENTS,
 ) -> dict:
-    """One (version, shard) of the embeddings stage; its materialization's metadata. The asset and the change
-    job share it; the model loads once per run (the resource keeps it)."""
+    """One (version, shard) of the embeddings stage; its materialization's metadata."""
+    return embed_partitions(log, lancedb, model_registry, model_version, [shard], commit_group)[shard]
+
+
+def embed_partitions(
+    log,
+    lancedb: LanceDBResource,
+    model_registry: ModelRegistryResource,
+    model_version: str,
+    shards: list[str],
+    commit_group: int = COMMIT_GROUP_CONTENTS,
+) -> dict[str, dict]:
+    """`shards` of one version in one encoding stream (core/embedding_run/run.py, embed_shards): shard -> its
+    materialization's metadata. The asset (one shard) and the change job (the shards a change touched)
+    share it; the model loads once per run (the resource keeps it)."""
     spec = model_registry.spec(model_version)
     store = lancedb.store()
-    stats = embed_shard(
+    stats = embed_shards(
         store,
         spec,
         lambda: model_registry.encoder(spec),
-        shard,
+        shards,
         lambda: datetime.now(timezone.utc),
         _log_progress(log, model_version),
         commit_group,
     )
+    table_version = store.open_embeddings_table(model_version).version
+    return {
+        shard: _metadata(log, model_version, shard, shard_stats, table_version) for shard, shard_stats in stats.items()
+    }
+
+
+def _metadata(log, model_version: str, shard: str, stats: EmbedStats, table_version: int) -> dict:
     if stats.undeduplicated:
         log.warning(f"{stats.undeduplicated} documents had no current signature: materialize dedup_signatures")
     if stats.skipped_modality:
@@ -72,7 +92,6 @@ def embed_partition(
         f"{stats.up_to_date} up to date, {stats.restored} restored from retained vectors, "
         f"{stats.rows_retained} rows retained, {stats.quarantined} quarantined"
     )
-    table = store.open_embeddings_table(model_version)
     return {
         "dagster/row_count": stats.documents,
         "model_calls": stats.model_calls,
@@ -96,7 +115,7 @@ def embed_partition(
         "docs_per_second": round(stats.docs_per_second, 1),
         "wall_seconds": round(stats.seconds, 2),
         "table": embeddings_table_name(model_version),
-        "table_version": table.version,
+        "table_version": table_version,
         # Where the model ran and its backoffs; a hosted model's requests, retries, tokens and cost.
         **(stats.encoder.metadata() if stats.encoder else {"device": "not loaded"}),
     }

@@ -18,9 +18,9 @@ import pyarrow as pa
 from embedding_assets.core.images import ImageProblem, find_image_problem
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.schemas import DOCUMENTS_SCHEMA
-from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.sharding import shard_of, shard_resolver
 from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
-from embedding_assets.core.store import LanceStore, scan, sql_literal, upsert
+from embedding_assets.core.store import LanceStore, scan, sql_in, upsert
 from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
 
 WRITE_BATCH_ROWS = 4_096
@@ -153,44 +153,62 @@ def sync_corpus_shard(
     guard: MassDeleteGuard | None = MassDeleteGuard(),
 ) -> CorpusSyncStats:
     """Bring the shard in line with `records`; `guard=None` allows any number of deletions."""
+    return sync_corpus_shards(store, records, [shard], now, guard)[shard]
+
+
+def sync_corpus_shards(
+    store: LanceStore,
+    records: Iterable[SourceRecord],
+    shards: list[str],
+    now: datetime,
+    guard: MassDeleteGuard | None = MassDeleteGuard(),
+) -> dict[str, CorpusSyncStats]:
+    """Bring `shards` in line with `records` in one pass over them (a change touching every shard reads
+    the source once, not once per shard); records of other shards are skipped. Each shard's deletions
+    are checked against `guard` before any shard's are applied."""
     table = store.table("documents")
+    wanted = set(shards)
+    shard_for = shard_resolver(shards)
     existing = {
         row["doc_id"]: (row["content_hash"], row["title"], row["deleted"])
-        for row in scan(
-            table, f"shard = {sql_literal(shard)}", ["doc_id", "content_hash", "title", "deleted"]
-        ).to_pylist()
+        for row in scan(table, sql_in("shard", wanted), ["doc_id", "content_hash", "title", "deleted"]).to_pylist()
     }
-    stats = CorpusSyncStats()
+    stats = {shard: CorpusSyncStats() for shard in shards}
     seen: set[str] = set()
     pending: list[dict] = []
     pending_bytes = 0
-    quarantine: list[QuarantineEntry] = []
+    quarantine: dict[str, list[QuarantineEntry]] = {shard: [] for shard in shards}
     # Documents refused on their own merits; a failed read (a rejection that breaks the source) deletes nothing.
     refused: set[str] = set()
 
     for item in classify(records):
-        if item.refusal:
-            if item.breaks_source:
-                stats.source_complete = False
-                stats.source_problems.append(f"{item.record.reason}: {item.record.detail}")
+        shard = shard_for(item.record.doc_id)
+        if item.breaks_source:
+            for shard_stats in stats.values():
+                shard_stats.source_complete = False
+                shard_stats.source_problems.append(f"{item.record.reason}: {item.record.detail}")
             # A source-wide failure reaches every shard; the shard of its name records it.
-            if not item.breaks_source or shard_of(item.record.doc_id) == shard:
-                quarantine.append(item.refusal)
-            if not item.breaks_source:
-                refused.add(item.record.doc_id)
+            if shard_of(item.record.doc_id) in wanted:
+                quarantine[shard_of(item.record.doc_id)].append(item.refusal)
+            continue
+        if shard not in wanted:
+            continue
+        if item.refusal:
+            quarantine[shard].append(item.refusal)
+            refused.add(item.record.doc_id)
             continue
         record = item.record
         seen.add(record.doc_id)
-        stats.modalities[item.modality] += 1
+        stats[shard].modalities[item.modality] += 1
         row = _document_row(item, shard, now)
         previous = existing.get(record.doc_id)
         if previous is None:
-            stats.added += 1
+            stats[shard].added += 1
         elif previous == (row["content_hash"], row["title"], False):
-            stats.unchanged += 1
+            stats[shard].unchanged += 1
             continue
         else:
-            stats.changed += 1
+            stats[shard].changed += 1
         pending.append(row)
         pending_bytes += len(record.image or b"")
         if len(pending) >= WRITE_BATCH_ROWS or pending_bytes >= WRITE_BATCH_BYTES:
@@ -200,20 +218,24 @@ def sync_corpus_shard(
     upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
 
     # A refused document keeps no vectors either: it leaves the live set like a deleted one.
-    gone = [
-        doc_id
-        for doc_id, (_, _, deleted) in existing.items()
-        if not deleted and doc_id not in seen and (stats.source_complete or doc_id in refused)
-    ]
-    live_before = sum(not deleted for _, _, deleted in existing.values())
-    if guard is not None and not guard.allows(len(gone), live_before):
-        raise MassDeleteRefused(guard.refusal(shard, gone, live_before))
-    for start in range(0, len(gone), WRITE_BATCH_ROWS):
-        ids = ", ".join(sql_literal(doc_id) for doc_id in gone[start : start + WRITE_BATCH_ROWS])
-        table.update(where=f"doc_id IN ({ids})", values={"deleted": True, "updated_at": now})
-    stats.deleted = len(gone)
-
-    replace_quarantine(store, "corpus", shard, quarantine, now)
-    stats.quarantined = len(quarantine)
-    stats.quarantine_reasons = Counter(entry.reason for entry in quarantine)
+    gone: dict[str, list[str]] = {shard: [] for shard in shards}
+    live_before = dict.fromkeys(shards, 0)
+    for doc_id, (_, _, deleted) in existing.items():
+        shard = shard_for(doc_id)
+        live_before[shard] += not deleted
+        if not deleted and doc_id not in seen and (stats[shard].source_complete or doc_id in refused):
+            gone[shard].append(doc_id)
+    for shard in shards:
+        if guard is not None and not guard.allows(len(gone[shard]), live_before[shard]):
+            raise MassDeleteRefused(guard.refusal(shard, gone[shard], live_before[shard]))
+    for shard in shards:
+        for start in range(0, len(gone[shard]), WRITE_BATCH_ROWS):
+            table.update(
+                where=sql_in("doc_id", gone[shard][start : start + WRITE_BATCH_ROWS]),
+                values={"deleted": True, "updated_at": now},
+            )
+        stats[shard].deleted = len(gone[shard])
+        replace_quarantine(store, "corpus", shard, quarantine[shard], now)
+        stats[shard].quarantined = len(quarantine[shard])
+        stats[shard].quarantine_reasons = Counter(entry.reason for entry in quarantine[shard])
     return stats

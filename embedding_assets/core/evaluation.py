@@ -4,12 +4,17 @@ A query is a text and the ids of the documents that answer it. Which set is used
 `EVAL_SET` file, or one derived from the corpus and frozen) is `core/eval_sets.py`'s concern.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from embedding_assets.core.documents import live_documents
-from embedding_assets.core.store import LanceStore
+from embedding_assets.core.schemas import QUERY_VECTORS_SCHEMA
+from embedding_assets.core.store import LanceStore, scan_in, upsert
 from embedding_assets.core.vector_search import nearest_documents_many
 
 K = 10
@@ -47,8 +52,34 @@ class EncodedQueries:
 def encode_queries(store: LanceStore, encoder, queries: list[EvalQuery]) -> EncodedQueries:
     live = live_documents(store)
     applicable = [q for q in queries if any(doc_id in live for doc_id in q.relevant)]
-    vectors = encoder.encode_texts([q.query for q in applicable]).vectors if applicable else []
-    return EncodedQueries(applicable, vectors, len(queries) - len(applicable))
+    return EncodedQueries(
+        applicable, query_vectors(store, encoder, [q.query for q in applicable]), len(queries) - len(applicable)
+    )
+
+
+def query_vectors(store: LanceStore, encoder, texts: list[str]) -> np.ndarray:
+    """The vectors of `texts` under the encoder's model version, encoded once and kept in `query_vectors`:
+    a version's key and vector settings name its weights, so a stored vector is the one the model would
+    give again."""
+    if not texts:
+        return np.zeros((0, encoder.spec.dim), dtype=np.float32)
+    settings = json.dumps(encoder.spec.vector_settings(), sort_keys=True)
+    digests = [hashlib.sha256("\0".join((settings, text)).encode()).hexdigest() for text in texts]
+    ids = [f"{encoder.spec.key}:{digest}" for digest in digests]
+    table = store.table("query_vectors")
+    stored = {}
+    for part in scan_in(table, "id", ids, ["id", "vector"]):
+        stored.update(zip(part.column("id").to_pylist(), part.column("vector").to_pylist()))
+    missing = sorted({(row_id, text) for row_id, text in zip(ids, texts) if row_id not in stored})
+    if missing:
+        encoded = encoder.encode_texts([text for _, text in missing]).vectors
+        rows = [
+            {"id": row_id, "model_version": encoder.spec.key, "vector": vector.tolist()}
+            for (row_id, _), vector in zip(missing, encoded)
+        ]
+        upsert(table, pa.Table.from_pylist(rows, schema=QUERY_VECTORS_SCHEMA), on="id")
+        stored.update((row["id"], row["vector"]) for row in rows)
+    return np.asarray([stored[row_id] for row_id in ids], dtype=np.float32)
 
 
 def score_retrieval(

@@ -159,6 +159,11 @@ FRESHNESS_SCHEMA = pa.schema(
         ("searchable_at", TIMESTAMP),
     ]
 )
+# An evaluation query's vector under one model version (id: "<model_version>:<sha256 of the query>"):
+# the same weights give the same vector, so the gate of every change does not encode its queries again.
+QUERY_VECTORS_SCHEMA = pa.schema(
+    [("id", pa.string()), ("model_version", pa.string()), ("vector", pa.list_(pa.float32()))]
+)
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
@@ -173,6 +178,7 @@ FIXED_SCHEMAS = {
     "hosted_batches": HOSTED_BATCHES_SCHEMA,
     "inbox": INBOX_SCHEMA,
     "freshness": FRESHNESS_SCHEMA,
+    "query_vectors": QUERY_VECTORS_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {

@@ -5,6 +5,7 @@ partitions do (`partitions` builds its keys from `SHARD_COUNT`).
 """
 
 import hashlib
+from collections.abc import Callable
 
 SHARD_COUNT = 16
 
@@ -17,3 +18,9 @@ def shard_of(doc_id: str) -> str:
     """The shard key of a document: the first 8 bytes of sha256(doc_id) modulo SHARD_COUNT."""
     digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
     return f"{int.from_bytes(digest[:8], 'big') % SHARD_COUNT:03d}"
+
+
+def shard_resolver(shards: list[str]) -> Callable[[str], str]:
+    """doc_id -> its shard among `shards`. One shard's documents were read for it (a source's or a table's
+    shard filter), so they are all its own; several are told apart by their ids."""
+    return (lambda _: shards[0]) if len(shards) == 1 else shard_of

@@ -7,8 +7,9 @@ import pytest
 
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from embedding_assets.core.dedup import dedup_shard
-from embedding_assets.core.embedding_run import VersionSettingsChanged, embed_shard
+from embedding_assets.core.embedding_run import VersionSettingsChanged, embed_shard, embed_shards
 from embedding_assets.core.minhash import MinHasher
+from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import iter_source
 from embedding_assets.core.store import scan
 from partitions import shard_partitions
@@ -133,3 +134,31 @@ def test_a_version_whose_settings_changed_since_its_table_was_made_fails_before_
     assert (
         embed_shard(store, calls_only, lambda: loads.append(1) or minilm_encoder, SHARD, lambda: NOW).model_calls == 0
     )
+
+
+def test_shards_embedded_in_one_stream_write_what_each_alone_would_and_call_the_model_once_per_content(
+    prepared, tmp_path, minilm_spec, minilm_encoder
+):
+    store, _ = prepared
+    shards = shard_partitions.get_partition_keys()
+    counting = FaultyEncoder(minilm_encoder, set())
+    pooled = embed_shards(store, minilm_spec, lambda: counting, shards, lambda: NOW)
+    columns = ["id", "doc_id", "shard", "origin_hash", "vector"]
+    rows = {row["id"]: row for row in scan(store.open_embeddings_table(minilm_spec.key), None, columns).to_pylist()}
+
+    alone = minilm_spec.model_copy(update={"key": "minilm-one-shard-at-a-time"})
+    for shard in shards:
+        embed_shard(store, alone, lambda: minilm_encoder, shard, lambda: NOW)
+    expected = {row["id"]: row for row in scan(store.open_embeddings_table(alone.key), None, columns).to_pylist()}
+
+    assert rows.keys() == expected.keys()
+    assert all(rows[i]["shard"] == expected[i]["shard"] == shard_of(rows[i]["doc_id"]) for i in rows)
+    assert all(np.allclose(rows[i]["vector"], expected[i]["vector"], atol=1e-5) for i in rows)
+    # Each representative reached the model once, counted in one shard, and no window was sent twice.
+    calls = sum(stats.model_calls for stats in pooled.values())
+    assert calls == len({row["origin_hash"] for row in rows.values()})
+    assert len(counting.texts_seen) == sum(stats.windows_encoded for stats in pooled.values())
+    assert sum(stats.documents_written for stats in pooled.values()) == len({row["doc_id"] for row in rows.values()})
+    assert sum(1 for stats in pooled.values() if stats.model_calls) > 1
+    again = embed_shards(store, minilm_spec, lambda: counting, shards, lambda: NOW)
+    assert sum(stats.model_calls for stats in again.values()) == 0

@@ -1,8 +1,10 @@
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
+
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from embedding_assets.core.eval_sets import derive_eval_set, eval_set_for_corpus
-from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval
+from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval, query_vectors
 from embedding_assets.core.promotion import QualityComparison
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import SourceDocument
@@ -68,3 +70,34 @@ def test_recall_and_mrr_count_only_queries_whose_documents_are_in_the_corpus(sto
     score = evaluate_retrieval(store, minilm_spec.key, minilm_encoder, queries, k=1)
     assert (score.queries, score.skipped) == (2, 1)
     assert score.recall_at_k == 1.0 and score.mrr == 1.0
+
+
+class CountingEncoder:
+    """The real encoder, counting the texts it is asked to encode."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.encoded: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def encode_texts(self, texts, token_counts=None):
+        self.encoded += texts
+        return self.encoder.encode_texts(texts, token_counts)
+
+
+def test_query_vectors_are_encoded_once_per_model_version(store, minilm_spec, minilm_encoder):
+    texts = ["how do I sort a list", "open a file for reading", "how do I sort a list"]
+    counting = CountingEncoder(minilm_encoder)
+    first = query_vectors(store, counting, texts)
+    assert sorted(counting.encoded) == sorted(set(texts))
+    assert np.allclose(first, minilm_encoder.encode_texts(texts).vectors, atol=1e-5)
+    again = query_vectors(store, counting, [*texts, "a new query"])
+    assert counting.encoded[-1:] == ["a new query"] and len(counting.encoded) == 3
+    assert np.array_equal(again[:3], first)
+    # Another version (other settings under the same weights) has vectors of its own.
+    other = CountingEncoder(minilm_encoder)
+    other.spec = minilm_spec.model_copy(update={"key": "minilm-other", "window_overlap": 16})
+    query_vectors(store, other, texts[:1])
+    assert other.encoded == texts[:1]

@@ -12,6 +12,7 @@ from embedding_assets.core.embedding_run.run import (
     Progress,
     VersionSettingsChanged,
     embed_shard,
+    embed_shards,
 )
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "VersionSettingsChanged",
     "documents_for",
     "embed_shard",
+    "embed_shards",
     "expected_vector_count",
 ]

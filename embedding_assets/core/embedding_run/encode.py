@@ -23,11 +23,11 @@ class EncodedGroup:
     # content -> its vectors (image first, then its text's windows), for the contents the model did not botch.
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     held: list[QuarantineEntry] = field(default_factory=list)
-    model_calls: int = 0
-    windows_encoded: int = 0
-    images_encoded: int = 0
     batches: int = 0
     tokens: int = 0
+    # content -> (text windows, images) of each content sent to the model, so a run over several shards
+    # can count each shard's own share.
+    sent: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def encoding_order(
@@ -89,10 +89,12 @@ def encode_group(
     owners = image_owners + window_owners
     if not owners:
         return result
+    for content in image_owners:
+        result.sent[content] = (0, 1)
+    for content in window_owners:
+        windows, images = result.sent.get(content, (0, 0))
+        result.sent[content] = (windows + 1, images)
     encoded = _joined(parts)
-    result.model_calls = len(set(owners))
-    result.windows_encoded = len(windows)
-    result.images_encoded = len(image_owners)
     result.batches = encoded.batches
     result.tokens = encoded.tokens
     result.vectors = _validated(spec, encoded, owners, hold)

@@ -28,6 +28,7 @@ from embedding_assets.core.hosted_batches import ShardBatchLedger
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.retained import open_retained_table, retain_documents
 from embedding_assets.core.schemas import recorded_model_settings
+from embedding_assets.core.sharding import shard_resolver
 from embedding_assets.core.store import LanceStore, delete_in, scan_in, sql_literal, upsert
 from gpu_ops.registry import ModelSpec
 
@@ -173,34 +174,45 @@ def _reuse_stored(store: LanceStore, writer: _ShardWriter, todo: list[PlannedDoc
 
 def _encode_missing(
     store: LanceStore,
-    writer: _ShardWriter,
+    writers: dict[str, _ShardWriter],
     encoder: _LazyEncoder,
     todo: list[PlannedDocument],
     now: Callable[[], datetime],
     progress: Callable[[Progress], None],
     commit_group: int,
 ) -> list[QuarantineEntry]:
-    """Encode and commit `todo` group by group; the quarantine entries the model's refusals produced."""
-    stats, held = writer.stats, []
+    """Encode and commit `todo` (documents of any of the writers' shards) group by group, in one
+    length-sorted stream; the quarantine entries the model's refusals produced. A content is counted
+    in the shard of its first document."""
+    held = []
+    spec = next(iter(writers.values())).spec
+    shard_for = shard_resolver(list(writers))
     ordered, documents_of = encoding_order(store, todo)
     started, total = time.monotonic(), len(todo)
+    label = next(iter(writers)) if len(writers) == 1 else f"{len(writers)} shards"
     done = 0
     for start in range(0, len(ordered), commit_group):
         group = ordered[start : start + commit_group]
-        encoded = encode_group(store, writer.spec, encoder, group, documents_of)
+        encoded = encode_group(store, spec, encoder, group, documents_of)
         held += encoded.held
-        stats.model_calls += encoded.model_calls
-        stats.windows_encoded += encoded.windows_encoded
-        stats.images_encoded += encoded.images_encoded
-        stats.batches += encoded.batches
-        stats.tokens += encoded.tokens
+        for content, (windows, images) in encoded.sent.items():
+            stats = writers[shard_for(documents_of[content][0].doc_id)].stats
+            stats.model_calls += 1
+            stats.windows_encoded += windows
+            stats.images_encoded += images
+        if encoded.sent:
+            # Batches mix shards and a provider counts tokens per batch: the group's go to its first content's shard.
+            stats = writers[shard_for(documents_of[next(iter(encoded.sent))][0].doc_id)].stats
+            stats.batches += encoded.batches
+            stats.tokens += encoded.tokens
         vectors_of = encoded.vectors
-        written = [p for content in vectors_of for p in documents_of[content]]
-        writer.write(written, vectors_of, dict.fromkeys(vectors_of, now()), computed=set(vectors_of))
+        for shard, writer in writers.items():
+            written = [p for content in vectors_of for p in documents_of[content] if shard_for(p.doc_id) == shard]
+            writer.write(written, vectors_of, dict.fromkeys(vectors_of, now()), computed=set(vectors_of))
         done += sum(len(documents_of[content]) for content in group)
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
-        progress(Progress(writer.shard, done, total, rate, (total - done) / rate if rate else 0.0))
+        progress(Progress(label, done, total, rate, (total - done) / rate if rate else 0.0))
     return held
 
 
@@ -230,27 +242,57 @@ def embed_shard(
     progress: Callable[[Progress], None] = lambda _: None,
     commit_group: int = COMMIT_GROUP_CONTENTS,
 ) -> EmbedStats:
+    return embed_shards(store, spec, load_encoder, [shard], now, progress, commit_group)[shard]
+
+
+def embed_shards(
+    store: LanceStore,
+    spec: ModelSpec,
+    load_encoder: Callable,
+    shards: list[str],
+    now: Callable[[], datetime],
+    progress: Callable[[Progress], None] = lambda _: None,
+    commit_group: int = COMMIT_GROUP_CONTENTS,
+) -> dict[str, EmbedStats]:
+    """The embedding stage for `shards` of one version, with one encoding stream for all of them: a change
+    touching every shard has a few contents in each, and sixteen small length-sorted streams pad and batch
+    three times worse on a CPU than one (benchmarks/, row 3). A hosted version's Batch API jobs are kept
+    per shard, so such a version runs one shard at a time."""
+    if not shards:
+        return {}
+    if spec.batch_api and len(shards) > 1:
+        raise ValueError(f"{spec.key} uses the Batch API: embed its shards one at a time")
     started = time.monotonic()
     table = _embeddings_table(store, spec)
     # A hosted version's Batch API jobs are kept with the shard (its batch ids outlive a killed run).
-    ledger = ShardBatchLedger(store, spec.key, shard)
+    ledger = ShardBatchLedger(store, spec.key, shards[0])
     encoder = _LazyEncoder(lambda: _with_ledger(load_encoder(), ledger))
-    plan = plan_shard(store, spec, table, shard)
-    stats = EmbedStats(
-        documents=plan.documents,
-        up_to_date=plan.up_to_date,
-        skipped_modality=plan.skipped_modality,
-        undeduplicated=plan.undeduplicated,
-    )
-    # Kept before anything is deleted or overwritten, so a killed run has lost no vector.
-    stats.rows_retained = retain_documents(store, spec.key, table, shard, plan.superseded, now())
-    stats.rows_deleted += delete_in(table, "doc_id", plan.orphans, f"shard = {sql_literal(shard)}")
-    writer = _ShardWriter(spec, shard, table, plan.existing_ids, stats)
-    remaining = _reuse_stored(store, writer, list(plan.todo))
-    quarantine = [*plan.held, *_encode_missing(store, writer, encoder, remaining, now, progress, commit_group)]
-    _finish(store, writer, quarantine, now)
+    writers: dict[str, _ShardWriter] = {}
+    held: dict[str, list[QuarantineEntry]] = {}
+    remaining: list[PlannedDocument] = []
+    for shard in shards:
+        plan = plan_shard(store, spec, table, shard)
+        stats = EmbedStats(
+            documents=plan.documents,
+            up_to_date=plan.up_to_date,
+            skipped_modality=plan.skipped_modality,
+            undeduplicated=plan.undeduplicated,
+        )
+        # Kept before anything is deleted or overwritten, so a killed run has lost no vector.
+        stats.rows_retained = retain_documents(store, spec.key, table, shard, plan.superseded, now())
+        stats.rows_deleted += delete_in(table, "doc_id", plan.orphans, f"shard = {sql_literal(shard)}")
+        writers[shard] = _ShardWriter(spec, shard, table, plan.existing_ids, stats)
+        remaining += _reuse_stored(store, writers[shard], list(plan.todo))
+        held[shard] = list(plan.held)
+    shard_for = shard_resolver(shards)
+    for entry in _encode_missing(store, writers, encoder, remaining, now, progress, commit_group):
+        held[shard_for(entry.doc_id)].append(entry)
+    for shard, writer in writers.items():
+        _finish(store, writer, held[shard], now)
     if encoder.loaded is not None and hasattr(encoder.loaded, "attach_batch_ledger"):
         ledger.clear()
-    stats.seconds = time.monotonic() - started
-    stats.encoder = encoder.loaded
-    return stats
+    seconds = time.monotonic() - started
+    for writer in writers.values():
+        writer.stats.seconds = seconds
+        writer.stats.encoder = encoder.loaded
+    return {shard: writer.stats for shard, writer in writers.items()}
