@@ -39,6 +39,21 @@ def lone_document(store, records: list[dict], version: str = DEFAULT_VERSION) ->
     return next(record for record in sorted(records, key=lambda r: r["id"]) if record["id"] in lone)
 
 
+class CountingEncoder:
+    """A real encoder, keeping the texts it was asked to encode."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.texts_seen: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def encode_texts(self, texts, token_counts=None):
+        self.texts_seen += texts
+        return self.encoder.encode_texts(texts, token_counts)
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     return path

@@ -63,9 +63,8 @@ def query_vectors(store: LanceStore, encoder, texts: list[str]) -> np.ndarray:
     give again."""
     if not texts:
         return np.zeros((0, encoder.spec.dim), dtype=np.float32)
-    settings = json.dumps(encoder.spec.vector_settings(), sort_keys=True)
-    digests = [hashlib.sha256("\0".join((settings, text)).encode()).hexdigest() for text in texts]
-    ids = [f"{encoder.spec.key}:{digest}" for digest in digests]
+    prefix = f"{encoder.spec.key}:{encoder.spec.fingerprint()}:"
+    ids = [prefix + hashlib.sha256(text.encode()).hexdigest() for text in texts]
     table = store.table("query_vectors")
     stored = {}
     for part in scan_in(table, "id", ids, ["id", "vector"]):

@@ -8,31 +8,27 @@ import pytest
 from embedding_assets.core.corpus_sync import sync_corpus_shard
 from embedding_assets.core.dedup import dedup_shard
 from embedding_assets.core.embedding_run import VersionSettingsChanged, embed_shard, embed_shards
+from embedding_assets.core.index_checks import count_parity
 from embedding_assets.core.minhash import MinHasher
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import iter_source
 from embedding_assets.core.store import scan
 from partitions import shard_partitions
-from tests.builders import write_jsonl
+from tests.builders import CountingEncoder, write_jsonl
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SHARD = "003"
 
 
-class FaultyEncoder:
+class FaultyEncoder(CountingEncoder):
     """The real encoder, with chosen texts turned into NaN vectors: a model gone wrong."""
 
     def __init__(self, encoder, poisoned: set[str]):
-        self.encoder = encoder
+        super().__init__(encoder)
         self.poisoned = poisoned
-        self.texts_seen: list[str] = []
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
 
     def encode_texts(self, texts, token_counts=None):
-        self.texts_seen += texts
-        encoded = self.encoder.encode_texts(texts, token_counts)
+        encoded = super().encode_texts(texts, token_counts)
         for i, text in enumerate(texts):
             if text in self.poisoned:
                 encoded.vectors[i, 0] = np.nan
@@ -141,7 +137,7 @@ def test_shards_embedded_in_one_stream_write_what_each_alone_would_and_call_the_
 ):
     store, _ = prepared
     shards = shard_partitions.get_partition_keys()
-    counting = FaultyEncoder(minilm_encoder, set())
+    counting = CountingEncoder(minilm_encoder)
     pooled = embed_shards(store, minilm_spec, lambda: counting, shards, lambda: NOW)
     columns = ["id", "doc_id", "shard", "origin_hash", "vector"]
     rows = {row["id"]: row for row in scan(store.open_embeddings_table(minilm_spec.key), None, columns).to_pylist()}
@@ -162,3 +158,14 @@ def test_shards_embedded_in_one_stream_write_what_each_alone_would_and_call_the_
     assert sum(1 for stats in pooled.values() if stats.model_calls) > 1
     again = embed_shards(store, minilm_spec, lambda: counting, shards, lambda: NOW)
     assert sum(stats.model_calls for stats in again.values()) == 0
+
+    # count_parity agrees, and tokenizes a content once per version: the next gate reads the counts it kept.
+    tokenized = []
+
+    def token_spans(texts):
+        tokenized.extend(texts)
+        return minilm_encoder.token_spans(texts)
+
+    assert count_parity(store, minilm_spec, token_spans).passed and tokenized
+    tokenized.clear()
+    assert count_parity(store, minilm_spec, token_spans).passed and tokenized == []

@@ -8,6 +8,7 @@ from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate
 from embedding_assets.core.promotion import QualityComparison
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import SourceDocument
+from tests.builders import CountingEncoder
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -72,32 +73,17 @@ def test_recall_and_mrr_count_only_queries_whose_documents_are_in_the_corpus(sto
     assert score.recall_at_k == 1.0 and score.mrr == 1.0
 
 
-class CountingEncoder:
-    """The real encoder, counting the texts it is asked to encode."""
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.encoded: list[str] = []
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
-
-    def encode_texts(self, texts, token_counts=None):
-        self.encoded += texts
-        return self.encoder.encode_texts(texts, token_counts)
-
-
 def test_query_vectors_are_encoded_once_per_model_version(store, minilm_spec, minilm_encoder):
     texts = ["how do I sort a list", "open a file for reading", "how do I sort a list"]
     counting = CountingEncoder(minilm_encoder)
     first = query_vectors(store, counting, texts)
-    assert sorted(counting.encoded) == sorted(set(texts))
+    assert sorted(counting.texts_seen) == sorted(set(texts))
     assert np.allclose(first, minilm_encoder.encode_texts(texts).vectors, atol=1e-5)
     again = query_vectors(store, counting, [*texts, "a new query"])
-    assert counting.encoded[-1:] == ["a new query"] and len(counting.encoded) == 3
+    assert counting.texts_seen[-1:] == ["a new query"] and len(counting.texts_seen) == 3
     assert np.array_equal(again[:3], first)
     # Another version (other settings under the same weights) has vectors of its own.
     other = CountingEncoder(minilm_encoder)
     other.spec = minilm_spec.model_copy(update={"key": "minilm-other", "window_overlap": 16})
     query_vectors(store, other, texts[:1])
-    assert other.encoded == texts[:1]
+    assert other.texts_seen == texts[:1]
