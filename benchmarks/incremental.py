@@ -23,11 +23,13 @@ def run(work: Path, cache_dir: Path, change_share: float, documents: int = 20_00
         with Stopwatch() as full:
             report = run_pipeline(deployment.defs, deployment.instance, say=lambda _: None)
         full_calls = report.per_version[DEFAULT_VERSION]["model_calls"]
-        signatures = scan(deployment.store.table("signatures"), None, ["representative_hash"])
-        representatives = len(set(signatures.column("representative_hash").to_pylist()))
-        # Contents the model refused (a document and its exact duplicates count once: one call each).
-        refused = scan(deployment.store.table("quarantine"), "stage = 'embed'", ["content_hash"])
-        quarantined = len(set(refused.column("content_hash").to_pylist()))
+        signatures = scan(deployment.store.table("signatures"), None, ["doc_id", "representative_hash"])
+        representative_of = dict(zip(*(signatures.column(c).to_pylist() for c in ("doc_id", "representative_hash"))))
+        representatives = len(set(representative_of.values()))
+        # Representatives the stage refused before any call (too many tokens): their documents and near
+        # duplicates share one refusal, so they count once.
+        refused = scan(deployment.store.table("quarantine"), "stage = 'embed'", ["doc_id"]).column("doc_id")
+        quarantined = len({representative_of[doc_id] for doc_id in refused.to_pylist()})
 
         step = round(1 / change_share)
         changed = [r["id"] for r in records[::step]]
@@ -61,7 +63,7 @@ def run(work: Path, cache_dir: Path, change_share: float, documents: int = 20_00
         Row(
             "2. call economy (full build)",
             f"{full_calls:,} model calls",
-            f"{representatives:,} unique representatives ({quarantined} quarantined)",
+            f"{representatives:,} unique representatives ({quarantined} refused: too many tokens)",
             full_calls / (representatives - quarantined),
             "calls = representatives",
             verdict(full_calls == representatives - quarantined),
