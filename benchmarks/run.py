@@ -24,13 +24,14 @@ from benchmarks import (
     pipeline_overhead,
     production_serving,
     runtimes,
+    scale,
     serving,
     vector_storage,
 )
 from benchmarks.table import markdown
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11,12"
+ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11,12,13"
 
 
 def machine() -> str:
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--fresh-edits", type=int, default=20, help="row 10: edits timed")
     parser.add_argument("--fresh-upserts", type=int, default=20, help="row 10: upserts through the API timed")
     parser.add_argument("--storage-rows", type=int, default=200_000, help="row 11: vectors per variant")
+    parser.add_argument("--scale-documents", type=int, default=25_000, help="row 13: the smaller corpus")
+    parser.add_argument("--scale-large", type=int, default=250_000, help="row 13: the larger corpus")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=".data/cache")
     args = parser.parse_args()
@@ -91,6 +94,7 @@ def main() -> None:
             ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits, args.fresh_upserts)),
             ("11", lambda: vector_storage.run(work, args.storage_rows)),
             ("12", lambda: runtimes.run(work, cache, args.documents)),
+            ("13", lambda: scale.run(work, cache, args.scale_documents, args.scale_large)),
         ]
         for key, step in steps:
             if key in wanted or (key == "2" and "3" in wanted):
