@@ -28,6 +28,15 @@ def live_documents_with_modality(store: LanceStore, shard: str | None = None) ->
     return {doc_id: (content, modality) for doc_id, content, modality in zip(*columns)}
 
 
+def live_doc_ids(store: LanceStore, doc_ids: Iterable[str]) -> set[str]:
+    """Those of `doc_ids` that are live: bounded lookups of the ids asked about, so a check that needs a few
+    hundred ids does not hold every doc id of the corpus in memory."""
+    live: set[str] = set()
+    for part in scan_in(store.table("documents"), "doc_id", doc_ids, ["doc_id"], LIVE_DOCUMENTS):
+        live.update(part.column("doc_id").to_pylist())
+    return live
+
+
 def live_content_modalities(store: LanceStore) -> dict[str, str]:
     """content_hash -> modality of every live content (one content hash never spans two modalities)."""
     rows = scan(store.table("documents"), LIVE_DOCUMENTS, ["content_hash", "modality"])

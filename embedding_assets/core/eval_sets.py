@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from embedding_assets.core.documents import LIVE_DOCUMENTS, live_documents
+from embedding_assets.core.documents import LIVE_DOCUMENTS, live_doc_ids
 from embedding_assets.core.evaluation import EvalQuery
 from embedding_assets.core.schemas import EVAL_QUERIES_SCHEMA
 from embedding_assets.core.store import LanceStore, scan, scan_batches, scan_in
@@ -39,9 +39,11 @@ class EvalSet:
     provenance: str
 
 
-def coverage(queries: list[EvalQuery], live: dict[str, str]) -> float:
+def coverage(store: LanceStore, queries: list[EvalQuery]) -> float:
+    """The share of `queries` with a relevant document still live (only their ids are looked up)."""
     if not queries:
         return 0.0
+    live = live_doc_ids(store, {doc_id for query in queries for doc_id in query.relevant})
     return sum(any(doc_id in live for doc_id in query.relevant) for query in queries) / len(queries)
 
 
@@ -125,11 +127,10 @@ def freeze(store: LanceStore, derived: list[tuple[EvalQuery, str]], now: datetim
 def eval_set_for_corpus(store: LanceStore, given: list[EvalQuery] | None, given_name: str, now: datetime) -> EvalSet:
     """The user's set if it covers the corpus, else the frozen derived one (derived and frozen now if
     there is none, or if the corpus moved away from it)."""
-    live = live_documents(store)
-    if given and coverage(given, live) >= MIN_COVERAGE:
+    if given and coverage(store, given) >= MIN_COVERAGE:
         return EvalSet(given, f"{given_name} ({len(given)} queries)")
     frozen = _frozen(store)
-    if frozen is not None and coverage(frozen.queries, live) >= MIN_COVERAGE:
+    if frozen is not None and coverage(store, frozen.queries) >= MIN_COVERAGE:
         return frozen
     derived = derive_eval_set(store)
     if derived:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from embedding_assets.core.documents import live_documents
+from embedding_assets.core.documents import live_doc_ids
 from embedding_assets.core.schemas import QUERY_VECTORS_SCHEMA
 from embedding_assets.core.store import LanceStore, scan_in, upsert
 from embedding_assets.core.vector_search import nearest_documents_many
@@ -50,7 +50,7 @@ class EncodedQueries:
 
 
 def encode_queries(store: LanceStore, encoder, queries: list[EvalQuery]) -> EncodedQueries:
-    live = live_documents(store)
+    live = live_doc_ids(store, {doc_id for query in queries for doc_id in query.relevant})
     applicable = [q for q in queries if any(doc_id in live for doc_id in q.relevant)]
     return EncodedQueries(
         applicable, query_vectors(store, encoder, [q.query for q in applicable]), len(queries) - len(applicable)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from embedding_assets.core.documents import LIVE_DOCUMENTS, live_documents
+from embedding_assets.core.documents import LIVE_DOCUMENTS, live_doc_ids
 from embedding_assets.core.evaluation import EvalQuery, K
 from embedding_assets.core.schemas import VERSION_DIFFS_SCHEMA
 from embedding_assets.core.store import LanceStore, scan, scan_batches, sql_literal, upsert
@@ -147,7 +147,7 @@ def compute_version_diff(
     sample_documents: int = SAMPLE_DOCUMENTS,
 ) -> VersionDiff:
     """The candidate (spec, encoder, table version) against the live one, on the same queries."""
-    corpus = live_documents(store)
+    corpus = live_doc_ids(store, {doc_id for query in eval_queries for doc_id in query.relevant})
     applicable = [q for q in eval_queries if any(doc_id in corpus for doc_id in q.relevant)]
     documents = document_queries(store, sample_documents)
     texts = [q.query for q in applicable] + [text for _, text in documents]

@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.documents import live_doc_ids
 from embedding_assets.core.eval_sets import derive_eval_set, eval_set_for_corpus
 from embedding_assets.core.evaluation import EvalQuery, RetrievalScore, evaluate_retrieval, query_vectors
 from embedding_assets.core.promotion import QualityComparison
@@ -87,3 +88,11 @@ def test_query_vectors_are_encoded_once_per_model_version(store, minilm_spec, mi
     other.spec = minilm_spec.model_copy(update={"key": "minilm-other", "window_overlap": 16})
     query_vectors(store, other, texts[:1])
     assert other.texts_seen == texts[:1]
+
+
+def test_live_doc_ids_answers_only_the_ids_asked_about_and_not_tombstones(store):
+    ids = [doc_id for doc_id in (f"doc-{n}" for n in range(200)) if shard_of(doc_id) == "000"][:3]
+    documents = [SourceDocument(doc_id, f"The text of {doc_id}, about one thing.", None, "test") for doc_id in ids]
+    sync_corpus_shard(store, documents, "000", NOW)
+    sync_corpus_shard(store, documents[:2], "000", NOW + timedelta(hours=1))
+    assert live_doc_ids(store, [ids[0], ids[2], "absent"]) == {ids[0]}
