@@ -21,8 +21,11 @@ from gpu_ops.registry import ModelSpec
 
 # Representatives timed on the device: enough for a steady rate, a few seconds of a GPU.
 SAMPLE_CONTENTS = 32
-# Contents tokenized at once while counting windows and tokens.
+# Contents read at once while counting windows and tokens.
 TOKENIZE_CHUNK = 1_024
+# Characters tokenized at once: token spans are Python tuples, so a chunk of the corpus's longest texts (which
+# come last, and grow longer as the corpus grows) took 900 MB at 250,000 documents when tokenized whole.
+TOKENIZE_CHARS = 500_000
 
 
 def _stored_representatives(store: LanceStore, table, spec: ModelSpec, contents: set[str]) -> set[str]:
@@ -73,7 +76,7 @@ def plan_reembedding(
         chunk = ordered[start : start + TOKENIZE_CHUNK]
         texts = texts_by_content(store, chunk)
         with_text = [content for content in chunk if texts.get(content)]
-        lengths = dict(zip(with_text, map(len, encoder.token_spans([texts[c] for c in with_text]))))
+        lengths = dict(zip(with_text, _token_counts(encoder, [texts[c] for c in with_text])))
         for content in chunk:
             count = lengths.get(content)
             if count is not None and spec.max_document_tokens is not None and count > spec.max_document_tokens:
@@ -83,14 +86,14 @@ def plan_reembedding(
                 continue
             calls += 1
             if count is not None:
-                callable_contents.append((content, texts[content]))
+                callable_contents.append(content)
                 pieces = expected_window_count(count, spec)
                 stride = spec.window_tokens - spec.window_overlap
                 windows += pieces
                 # As the encoders count: a local model's windows with their special tokens, a provider's without.
                 extra = 0 if spec.backend == "openai" else SPECIAL_TOKENS
                 tokens += sum(min(spec.window_tokens, count - k * stride) + extra for k in range(pieces))
-    sample_calls, sample_seconds = _timed_sample(encoder, callable_contents, sample_contents)
+    sample_calls, sample_seconds = _timed_sample(store, encoder, callable_contents, sample_contents)
     return ReembeddingPlan(
         model_version=spec.key,
         documents=documents,
@@ -116,15 +119,30 @@ def plan_reembedding(
     )
 
 
-def _timed_sample(encoder: Encoder, contents: list[tuple[str, str]], size: int) -> tuple[int, float]:
-    """Representatives spread over the length order (short to long), encoded once to warm up and once timed.
+def _token_counts(encoder: Encoder, texts: list[str]) -> list[int]:
+    """Each text's token count, tokenizing at most about TOKENIZE_CHARS characters at once."""
+    counts, batch, size = [], [], 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= TOKENIZE_CHARS:
+            counts += map(len, encoder.token_spans(batch))
+            batch, size = [], 0
+    return counts + list(map(len, encoder.token_spans(batch))) if batch else counts
+
+
+def _timed_sample(store: LanceStore, encoder: Encoder, contents: list[str], size: int) -> tuple[int, float]:
+    """Representatives spread over the length order (short to long), encoded once to warm up and once timed; only
+    the sample's texts are read (keeping every callable text for it held the corpus's text in memory).
 
     Not for a hosted model: its rate is the provider's rate limits and queue, which a few paid requests
     do not measure (its plan gives no ETA; its cost needs none)."""
     if not contents or size <= 0 or encoder.device == "hosted":
         return 0, 0.0
     step = max(1, len(contents) // size)
-    sample = [text for _, text in contents[::step][:size]]
+    chosen = contents[::step][:size]
+    texts = texts_by_content(store, chosen)
+    sample = [texts[content] for content in chosen]
     spans = encoder.token_spans(sample)
     windows = [window for text, text_spans in zip(sample, spans) for window in encoder.windows(text, text_spans)]
     encoder.encode_texts(windows[:2])
