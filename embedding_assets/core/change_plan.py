@@ -10,16 +10,17 @@ Embedding then re-runs on the re-deduplicated shards; unchanged documents cost n
 """
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from embedding_assets.core.corpus_sync import classify
-from embedding_assets.core.documents import doc_ids_by_content, live_documents
+from embedding_assets.core.documents import LIVE_DOCUMENTS, doc_ids_by_content
 from embedding_assets.core.minhash import MinHasher, band_hashes
 from embedding_assets.core.quarantine import quarantined_in_corpus
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import SourceRecord
-from embedding_assets.core.store import LanceStore, scan_in
+from embedding_assets.core.store import IN_LIST_SIZE, LanceStore, scan_batches, scan_in
 
 
 @dataclass
@@ -37,8 +38,23 @@ class ChangePlan:
         return not self.ingest_shards
 
 
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _live_contents(store: LanceStore, doc_ids: list[str]) -> dict[str, str]:
+    """doc_id -> content_hash of those of `doc_ids` that are live: one bounded lookup per batch of the source."""
+    found: dict[str, str] = {}
+    for part in scan_in(store.table("documents"), "doc_id", doc_ids, ["doc_id", "content_hash"], LIVE_DOCUMENTS):
+        found.update(zip(part.column("doc_id").to_pylist(), part.column("content_hash").to_pylist()))
+    return found
+
+
 def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: MinHasher) -> ChangePlan:
-    live = live_documents(store)
+    """The source is compared with the store a batch at a time, and the store's live documents are streamed to find
+    what left the source: memory holds the source's doc ids and what changed, not every live document as well."""
     refused_before = quarantined_in_corpus(store)
     plan = ChangePlan()
     seen: set[str] = set()
@@ -52,34 +68,37 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
     ingest: set[str] = set()
     changes = hashlib.sha256()
 
-    for item in classify(records):
-        doc_id = item.record.doc_id
-        if item.refusal:
-            source_complete &= not item.breaks_source
-            refused_now.add((doc_id, item.refusal.reason))
-            # As in the corpus stage: a document refused on its own merits leaves; a failed read removes nothing.
-            if not item.breaks_source:
-                refused_ids.add(doc_id)
-            continue
-        seen.add(doc_id)
-        if live.get(doc_id) == item.content_hash:
-            continue
-        plan.edited += doc_id in live
-        plan.added += doc_id not in live
-        if doc_id in live:
-            old_contents.add(live[doc_id])
-        new_contents.add(item.content_hash)
-        if item.modality == "text":
-            new_texts[item.content_hash] = item.normalized
-        ingest.add(shard_of(doc_id))
-        changes.update(f"{doc_id}\0{item.content_hash}\n".encode())
-
-    for doc_id in live.keys() - seen:
-        if source_complete or doc_id in refused_ids:
-            plan.removed += 1
-            old_contents.add(live[doc_id])
+    for batch in _batches(classify(records), IN_LIST_SIZE):
+        live = _live_contents(store, [item.record.doc_id for item in batch if not item.refusal])
+        for item in batch:
+            doc_id = item.record.doc_id
+            if item.refusal:
+                source_complete &= not item.breaks_source
+                refused_now.add((doc_id, item.refusal.reason))
+                # As in the corpus stage: a document refused on its own merits leaves; a failed read removes nothing.
+                if not item.breaks_source:
+                    refused_ids.add(doc_id)
+                continue
+            seen.add(doc_id)
+            if live.get(doc_id) == item.content_hash:
+                continue
+            plan.edited += doc_id in live
+            plan.added += doc_id not in live
+            if doc_id in live:
+                old_contents.add(live[doc_id])
+            new_contents.add(item.content_hash)
+            if item.modality == "text":
+                new_texts[item.content_hash] = item.normalized
             ingest.add(shard_of(doc_id))
-            changes.update(f"{doc_id}\0-\n".encode())
+            changes.update(f"{doc_id}\0{item.content_hash}\n".encode())
+
+    for part in scan_batches(store.table("documents"), LIVE_DOCUMENTS, ["doc_id", "content_hash"]):
+        for doc_id, content in zip(part.column("doc_id").to_pylist(), part.column("content_hash").to_pylist()):
+            if doc_id not in seen and (source_complete or doc_id in refused_ids):
+                plan.removed += 1
+                old_contents.add(content)
+                ingest.add(shard_of(doc_id))
+                changes.update(f"{doc_id}\0-\n".encode())
     for doc_id, reason in refused_now ^ refused_before:
         ingest.add(shard_of(doc_id))
         changes.update(f"{doc_id}\0{reason}\n".encode())
