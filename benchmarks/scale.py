@@ -158,6 +158,7 @@ def _stage_note(kind: dict) -> str:
         "corpus.dagster/row_count",
         "dedup_signatures.exact_duplicates",
         "dedup_signatures.near_duplicates",
+        "reembedding_plan.model_calls",
         "embeddings.model_calls",
         "embeddings.vectors_written",
         "embeddings.quarantined",
@@ -176,13 +177,28 @@ def _stage_note(kind: dict) -> str:
         parts.append(
             "checks " + ", ".join(f"{n} {'pass' if ok else 'FAIL'}" for n, ok in sorted(kind["checks"].items()))
         )
-    return "; ".join(parts)
+    return "; ".join(parts) or "—"
 
 
 def rows(small: dict, large: dict) -> list[Row]:
     result = []
     for name in RUN_KINDS:
-        low, high = small["kinds"][name], large["kinds"][name]
+        low, high = small["kinds"].get(name), large["kinds"].get(name)
+        if low is None or high is None:
+            ran = low or high
+            size = small["documents"] if low else large["documents"]
+            result.append(
+                Row(
+                    f"13. {name}",
+                    "not run" if high is None else f"{high['seconds']:,.1f} s, peak {high['peak_rss_mb']:,.0f} MB",
+                    "not run" if low is None else f"{low['seconds']:,.1f} s, peak {low['peak_rss_mb']:,.0f} MB",
+                    None,
+                    f"peak RSS ≤ {RSS_GOAL}× the smaller run's",
+                    "—",
+                    f"{size:,}: {_stage_note(ran)}" if ran else "",
+                )
+            )
+            continue
         ratio = high["peak_rss_mb"] / low["peak_rss_mb"]
         result.append(
             Row(
