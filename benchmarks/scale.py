@@ -2,7 +2,8 @@
 Dagster jobs with the static model (`models-static.yaml`), stage by stage.
 
 Each run kind (every partition of one job: 16 corpus runs, 16 dedup runs, the plan, 16 embedding runs, the
-index with its checks, the live pin, the export, then a sensor tick on the unchanged source) runs in a fresh
+index with its checks, the live pin, the export, a sensor tick on the unchanged source, then one after 0.1 %
+of the documents were edited, with the `apply_change_job` run it asks for) runs in a fresh
 process on a Dagster instance and a LanceDB store kept on disk between them, so each kind's peak RSS is its
 own (the process's high-water mark, model and Dagster included). What grows with the corpus shows as a peak
 RSS ratio above 1 between the two sizes; the goal is at most 1.2×.
