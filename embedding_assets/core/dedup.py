@@ -28,11 +28,12 @@ from embedding_assets.core.documents import (
 from embedding_assets.core.minhash import (
     BANDS,
     NEAR_DUPLICATE_JACCARD,
+    NUM_PERM,
     MinHasher,
     band_hashes,
     estimated_jaccard,
 )
-from embedding_assets.core.schemas import LSH_BANDS_SCHEMA, SIGNATURES_SCHEMA
+from embedding_assets.core.schemas import CONTENT_MINHASHES_SCHEMA, LSH_BANDS_SCHEMA, SIGNATURES_SCHEMA
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.store import LanceStore, delete_in, fixed_size_lists, scan, scan_in, sql_literal, upsert
 
@@ -89,6 +90,7 @@ class SignatureIndex:
         self.hasher = hasher
         self.signatures = store.table("signatures")
         self.bands = store.table("lsh_bands")
+        self.content_minhashes = store.table("content_minhashes")
         modalities = live_content_modalities(store)
         self.live_hashes = set(modalities)
         self.text_hashes = {content for content, modality in modalities.items() if modality == "text"}
@@ -118,9 +120,18 @@ class SignatureIndex:
         return len(missing)
 
     def _write_bands(self, signatures: dict[str, np.ndarray]) -> None:
+        """Band rows and the MinHash of each content, kept together: a banded text is never signed again."""
         if not signatures:
             return
         contents = list(signatures)
+        minhashes = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.stack([signatures[c] for c in contents]).reshape(-1), pa.uint32()), NUM_PERM
+        )
+        upsert(
+            self.content_minhashes,
+            pa.table([pa.array(contents), minhashes], schema=CONTENT_MINHASHES_SCHEMA),
+            on="content_hash",
+        )
         keys = band_hashes(np.stack([signatures[c] for c in contents]))
         rows = {
             "id": [f"{c}:{band}" for c in contents for band in range(BANDS)],
@@ -132,13 +143,20 @@ class SignatureIndex:
 
     def minhashes(self, hashes: set[str]) -> dict[str, np.ndarray]:
         found = {c: self._cache[c] for c in hashes if c in self._cache}
-        wanted = hashes - found.keys()
-        for part in scan_in(self.signatures, "content_hash", wanted, ["content_hash", "minhash"]):
-            found.update(zip(part.column("content_hash").to_pylist(), fixed_size_lists(part.column("minhash"))))
-        unsigned = wanted - found.keys()
+        # Kept with the bands; a store banded before they were kept has them in its signature rows.
+        for table in (self.content_minhashes, self.signatures):
+            wanted = hashes - found.keys()
+            for part in scan_in(table, "content_hash", wanted, ["content_hash", "minhash"]):
+                found.update(zip(part.column("content_hash").to_pylist(), fixed_size_lists(part.column("minhash"))))
+        unsigned = hashes - found.keys()
         if unsigned:
             found.update(self.sign(texts_by_content(self.store, unsigned)))
         return found
+
+    def forget(self, contents: set[str]) -> None:
+        """Drop the band rows and MinHashes of contents that left the corpus."""
+        delete_in(self.bands, "content_hash", contents)
+        delete_in(self.content_minhashes, "content_hash", contents)
 
     def band_candidates(self, hashes: set[str]) -> dict[str, set[str]]:
         """Live texts sharing at least one LSH band key with each of `hashes` (live or not, while its
@@ -231,5 +249,5 @@ def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
 
     stats.rows_removed = delete_in(index.signatures, "doc_id", previous.keys() - documents.keys(), in_shard)
     dead_contents = {row["content_hash"] for row in previous.values()} - index.live_hashes
-    delete_in(index.bands, "content_hash", dead_contents)
+    index.forget(dead_contents)
     return stats

@@ -106,7 +106,7 @@ def dedup_change(store: LanceStore, shards: list[str], index: SignatureIndex) ->
         for shard in part.column("shard").to_pylist():
             stats[shard].rows_removed += 1
     delete_in(index.signatures, "doc_id", change.removed)
-    delete_in(index.bands, "content_hash", change.contents - index.live_hashes)
+    index.forget(change.contents - index.live_hashes)
     totals = scan(index.signatures, sql_in("shard", stats), ["shard", "dup_kind"])
     for shard, kind in zip(totals.column("shard").to_pylist(), totals.column("dup_kind").to_pylist()):
         stats[shard].documents += 1

@@ -44,6 +44,9 @@ SIGNATURES_SCHEMA = pa.schema(
         ("jaccard", pa.float32()),
     ]
 )
+# Each banded text's MinHash, by content: a shard's dedup compares its texts with neighbours in shards
+# not yet deduplicated (whose signature rows do not exist yet) without signing them again.
+CONTENT_MINHASHES_SCHEMA = pa.schema([("content_hash", pa.string()), ("minhash", pa.list_(pa.uint32(), NUM_PERM))])
 LSH_BANDS_SCHEMA = pa.schema(
     [("id", pa.string()), ("band", pa.int32()), ("band_hash", pa.int64()), ("content_hash", pa.string())]
 )
@@ -171,6 +174,7 @@ FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
     "lsh_bands": LSH_BANDS_SCHEMA,
+    "content_minhashes": CONTENT_MINHASHES_SCHEMA,
     "quarantine": QUARANTINE_SCHEMA,
     "aliases": ALIASES_SCHEMA,
     "canaries": CANARIES_SCHEMA,
@@ -190,6 +194,7 @@ LOOKUP_INDEXES = {
     "documents": ("content_hash", "doc_id"),
     "signatures": ("content_hash", "representative_hash"),
     "lsh_bands": ("content_hash", "band_hash"),
+    "content_minhashes": ("content_hash",),
     # doc_id: the status of one document; shard: a corpus run reads its shard's writes.
     "inbox": ("doc_id", "shard"),
 }

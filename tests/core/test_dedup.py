@@ -166,3 +166,19 @@ def test_a_change_decides_again_only_what_it_can_move_and_agrees_with_a_full_run
         assert 0 < sum(s.rows_written + s.rows_removed for s in moved.values()) < 20
 
     assert _apply_change(store, corpus_path, records) == {}
+
+
+def test_a_full_build_signs_each_text_once_whatever_the_shard_order(tmp_path, sample_records):
+    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records)
+    store = LanceStore(str(tmp_path / "lance"))
+    shards = shard_partitions.get_partition_keys()
+    for shard in shards:
+        sync_corpus_shard(store, iter_source(str(corpus_path), corpus_path.parent, shard), shard, NOW)
+    hasher = MinHasher()
+    # The first shard's run bands (and signs) the whole corpus; the others find every neighbour's
+    # MinHash kept with its bands, including neighbours in shards not yet deduplicated.
+    signed = [dedup_shard(store, shard, hasher).contents_signed for shard in reversed(shards)]
+    texts = scan(store.table("documents"), "deleted = false AND modality = 'text'", ["content_hash"])
+    assert signed[0] == len(set(texts.column("content_hash").to_pylist())) and sum(signed[1:]) == 0
+    kept = scan(store.table("content_minhashes"), None, ["content_hash"]).column("content_hash").to_pylist()
+    assert sorted(kept) == sorted(set(texts.column("content_hash").to_pylist()))
