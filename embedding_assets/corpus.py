@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
-from embedding_assets.core.corpus_sync import CorpusSyncStats, sync_corpus_shards
+from embedding_assets.core.corpus_sync import CorpusSyncStats, shard_passes, sync_corpus_shards
 from embedding_assets.core.inbox import InboxSnapshot, mark_applied, read_inbox, with_inbox
 from partitions import shard_partitions
 from resources.corpus_source import CorpusSourceResource
@@ -24,23 +24,25 @@ def sync_shards(
     run_id: str,
     inbox: InboxSnapshot | None = None,
 ) -> dict[str, dict]:
-    """The corpus stage for `shards`, in one read of the source: the source with the inbox laid over it
-    (`inbox`, or the latest one), and the inbox's pending writes of those shards then marked applied by
-    `run_id`. Returns each shard's materialization metadata. The asset (one shard) and the change job
-    (every shard it touches) share it."""
+    """The corpus stage for `shards`, in as few reads of the source as memory allows (`shard_passes`): the
+    source with the inbox laid over it (`inbox`, or the latest one), and the inbox's pending writes of those
+    shards then marked applied by `run_id`. Returns each shard's materialization metadata. The asset (one
+    shard) and the change job (every shard it touches) share it."""
     if not shards:
         return {}
     store = lancedb.store()
-    one = shards[0] if len(shards) == 1 else None
-    inbox = inbox or read_inbox(store, shard=one)
+    inbox = inbox or read_inbox(store, shard=shards[0] if len(shards) == 1 else None)
     now = datetime.now(timezone.utc)
-    stats = sync_corpus_shards(
-        store,
-        with_inbox(corpus_source.read(one), inbox, one),
-        shards,
-        now,
-        corpus_source.mass_delete_guard(allow_mass_delete),
-    )
+    stats = {}
+    for group in shard_passes(store, shards):
+        one = group[0] if len(group) == 1 else None
+        stats |= sync_corpus_shards(
+            store,
+            with_inbox(corpus_source.read(one), inbox, one),
+            group,
+            now,
+            corpus_source.mass_delete_guard(allow_mass_delete),
+        )
     return {
         shard: _shard_metadata(
             log,

@@ -20,10 +20,14 @@ from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.schemas import DOCUMENTS_SCHEMA
 from embedding_assets.core.sharding import shard_of, shard_resolver
 from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
-from embedding_assets.core.store import LanceStore, scan, sql_in, upsert
+from embedding_assets.core.store import LanceStore, scan, sql_in, sql_literal, upsert
 from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
 
 WRITE_BATCH_ROWS = 4_096
+# One pass over the source syncs shards holding at most this many documents together: a change that
+# touches every shard reads the source once up to this corpus size, and what a pass keeps in memory (the
+# ids and hashes of its shards' documents) stays bounded beyond it.
+SYNC_PASS_DOCUMENTS = 500_000
 # Image bytes written per batch: a few hundred photos, not thousands of 10 MB files, in memory at once.
 WRITE_BATCH_BYTES = 64 << 20
 
@@ -143,6 +147,21 @@ def _document_row(item: ClassifiedRecord, shard: str, now: datetime) -> dict:
         "updated_at": now,
         "deleted": False,
     }
+
+
+def shard_passes(store: LanceStore, shards: list[str], budget: int = SYNC_PASS_DOCUMENTS) -> list[list[str]]:
+    """`shards` in groups whose stored documents add up to at most `budget` (a larger shard goes alone)."""
+    table = store.table("documents")
+    passes: list[list[str]] = []
+    held = budget
+    for shard in shards:
+        documents = table.count_rows(f"shard = {sql_literal(shard)}")
+        if not passes or held + documents > budget:
+            passes.append([])
+            held = 0
+        passes[-1].append(shard)
+        held += documents
+    return passes
 
 
 def sync_corpus_shard(

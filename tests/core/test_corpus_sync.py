@@ -1,8 +1,16 @@
+from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
 
-from embedding_assets.core.corpus_sync import MassDeleteGuard, MassDeleteRefused, sync_corpus_shard
+from embedding_assets.core.corpus_sync import (
+    MassDeleteGuard,
+    MassDeleteRefused,
+    shard_passes,
+    sync_corpus_shard,
+    sync_corpus_shards,
+)
+from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources import SourceDocument, SourceRejection
 from embedding_assets.core.store import scan
 
@@ -117,3 +125,18 @@ def test_the_mass_delete_guard_allows_its_share_and_its_floor(store):
     # A small shard may lose up to the floor at once: 5 of 8 is allowed.
     stats = sync_corpus_shard(store, [_doc(f"d{n}", f"text {n}") for n in range(3)], "000", T2, guard)
     assert stats.deleted == 5
+
+
+def test_a_change_over_many_shards_syncs_them_in_passes_bounded_by_their_documents(store):
+    records = [_doc(f"doc-{n}", f"Text number {n}.") for n in range(60)]
+    shards = sorted({shard_of(r.doc_id) for r in records})
+    first = sync_corpus_shards(store, records, shards[:3], T1)
+    # A pass reads the whole source and keeps only its own shards' records.
+    assert set(first) == set(shards[:3])
+    assert {row["shard"] for row in _documents(store).values()} == set(shards[:3])
+    sync_corpus_shards(store, records, shards[3:], T1)
+    per_shard = Counter(shard_of(r.doc_id) for r in records)
+    assert shard_passes(store, shards) == [shards]
+    passes = shard_passes(store, shards, budget=10)
+    assert [shard for group in passes for shard in group] == shards and len(passes) > 1
+    assert all(sum(per_shard[s] for s in group) <= 10 or len(group) == 1 for group in passes)
