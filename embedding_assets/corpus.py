@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
-from embedding_assets.core.corpus_sync import CorpusSyncStats, shard_passes, sync_corpus_shards
+from embedding_assets.core.corpus_sync import CorpusSyncStats, known_file_versions, shard_passes, sync_corpus_shards
 from embedding_assets.core.inbox import InboxSnapshot, mark_applied, read_inbox, with_inbox
 from partitions import shard_partitions
 from resources.corpus_source import CorpusSourceResource
@@ -38,7 +38,7 @@ def sync_shards(
         one = group[0] if len(group) == 1 else None
         stats |= sync_corpus_shards(
             store,
-            with_inbox(corpus_source.read(one), inbox, one),
+            with_inbox(corpus_source.read(one, known_file_versions(store, group)), inbox, one),
             group,
             now,
             corpus_source.mass_delete_guard(allow_mass_delete),

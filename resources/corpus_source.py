@@ -8,6 +8,7 @@ from dagster_aws.s3 import S3Resource
 
 from embedding_assets.core.corpus_sync import MassDeleteGuard
 from embedding_assets.core.sources import (
+    FileVersions,
     SourceRecord,
     describe_source,
     iter_source,
@@ -32,8 +33,9 @@ class CorpusSourceResource(ConfigurableResource):
     def _client(self):
         return self.s3.get_client() if self.uri.startswith("s3://") else None
 
-    def read(self, shard: str | None) -> Iterator[SourceRecord]:
-        return iter_source(self.uri, Path(self.cache_dir), shard, self._client())
+    def read(self, shard: str | None, known: FileVersions | None = None) -> Iterator[SourceRecord]:
+        """The source's records of `shard` (all when None); files `known` to be unchanged are not read."""
+        return iter_source(self.uri, Path(self.cache_dir), shard, self._client(), known)
 
     def fingerprint(self) -> str:
         return source_fingerprint(self.uri, self._client())

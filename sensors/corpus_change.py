@@ -25,8 +25,10 @@ from dagster import (
 
 from embedding_assets.change_job import apply_change_job
 from embedding_assets.core.change_plan import plan_changes
+from embedding_assets.core.corpus_sync import known_file_versions
 from embedding_assets.core.inbox import inbox_fingerprint, read_inbox, with_inbox
 from embedding_assets.core.minhash import MinHasher
+from embedding_assets.core.sharding import shard_keys
 from resources.corpus_source import CorpusSourceResource
 from resources.lance_store import LanceDBResource
 
@@ -79,7 +81,9 @@ def corpus_change_sensor(
         (corpus_source.last_modified() or time.time()) if fingerprint != state.get("fingerprint") else 0.0
     )
     detected_at = min(filter(None, (source_changed_at, inbox.oldest_pending)), default=time.time())
-    plan = plan_changes(store, with_inbox(corpus_source.read(None), inbox, None), MinHasher())
+    # Files a folder's or a prefix's listing shows unchanged since their documents were read are not read.
+    known = known_file_versions(store, shard_keys())
+    plan = plan_changes(store, with_inbox(corpus_source.read(None, known), inbox, None), MinHasher())
     # Writes that change nothing (the same text again) are still applied, so their status leaves `pending`.
     ingest_shards = sorted(set(plan.ingest_shards) | inbox.pending_shards)
     if not ingest_shards:

@@ -69,9 +69,12 @@ def plan_changes(store: LanceStore, records: Iterable[SourceRecord], hasher: Min
     changes = hashlib.sha256()
 
     for batch in _batches(classify(records), IN_LIST_SIZE):
-        live = _live_contents(store, [item.record.doc_id for item in batch if not item.refusal])
+        live = _live_contents(store, [item.record.doc_id for item in batch if not (item.refusal or item.unchanged)])
         for item in batch:
             doc_id = item.record.doc_id
+            if item.unchanged:
+                seen.add(doc_id)
+                continue
             if item.refusal:
                 source_complete &= not item.breaks_source
                 refused_now.add((doc_id, item.refusal.reason))

@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from embedding_assets.core.images import ImageProblem, find_image_problem
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
-from embedding_assets.core.schemas import DOCUMENTS_SCHEMA
+from embedding_assets.core.schemas import DOCUMENTS_SCHEMA, SOURCE_FILES_SCHEMA
 from embedding_assets.core.sharding import shard_of, shard_resolver
-from embedding_assets.core.sources import SourceDocument, SourceRecord, SourceRejection
+from embedding_assets.core.sources import FileVersions, SourceDocument, SourceRecord, SourceRejection, SourceUnchanged
 from embedding_assets.core.store import LanceStore, scan, sql_in, sql_literal, upsert
 from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
 
@@ -92,6 +92,11 @@ class ClassifiedRecord:
     modality: str = "text"
 
     @property
+    def unchanged(self) -> bool:
+        """A file the source did not read again: its live document stands as stored."""
+        return isinstance(self.record, SourceUnchanged)
+
+    @property
     def breaks_source(self) -> bool:
         return isinstance(self.record, SourceRejection) and self.record.whole_source
 
@@ -115,6 +120,9 @@ def _problem(record: SourceDocument) -> TextProblem | ImageProblem | None:
 
 def classify(records: Iterable[SourceRecord]) -> Iterator[ClassifiedRecord]:
     for record in records:
+        if isinstance(record, SourceUnchanged):
+            yield ClassifiedRecord(record)
+            continue
         if isinstance(record, SourceRejection):
             refusal = QuarantineEntry(record.doc_id, record.reason, record.detail, source_uri=record.source_uri)
             yield ClassifiedRecord(record, refusal)
@@ -147,6 +155,23 @@ def _document_row(item: ClassifiedRecord, shard: str, now: datetime) -> dict:
         "updated_at": now,
         "deleted": False,
     }
+
+
+def known_file_versions(store: LanceStore, shards: list[str]) -> FileVersions:
+    """doc_id -> the file version each live document of `shards` was read from (folders and S3 prefixes)."""
+    live = scan(store.table("documents"), f"{sql_in('shard', shards)} AND deleted = false", ["doc_id"])
+    live_ids = set(live.column("doc_id").to_pylist())
+    versions = scan(store.table("source_files"), sql_in("shard", shards), ["doc_id", "version"])
+    return {
+        doc_id: version
+        for doc_id, version in zip(versions.column("doc_id").to_pylist(), versions.column("version").to_pylist())
+        if doc_id in live_ids
+    }
+
+
+def _record_versions(store: LanceStore, rows: list[dict]) -> None:
+    if rows:
+        upsert(store.table("source_files"), pa.Table.from_pylist(rows, schema=SOURCE_FILES_SCHEMA), on="doc_id")
 
 
 def shard_passes(store: LanceStore, shards: list[str], budget: int = SYNC_PASS_DOCUMENTS) -> list[list[str]]:
@@ -188,10 +213,11 @@ def sync_corpus_shards(
     table = store.table("documents")
     wanted = set(shards)
     shard_for = shard_resolver(shards)
-    existing = {
-        row["doc_id"]: (row["content_hash"], row["title"], row["deleted"])
-        for row in scan(table, sql_in("shard", wanted), ["doc_id", "content_hash", "title", "deleted"]).to_pylist()
-    }
+    columns = ["doc_id", "content_hash", "title", "deleted", "modality"]
+    rows = scan(table, sql_in("shard", wanted), columns).to_pylist()
+    existing = {row["doc_id"]: (row["content_hash"], row["title"], row["deleted"]) for row in rows}
+    stored_modality = {row["doc_id"]: row["modality"] for row in rows}
+    versions: list[dict] = []
     stats = {shard: CorpusSyncStats() for shard in shards}
     seen: set[str] = set()
     pending: list[dict] = []
@@ -212,6 +238,11 @@ def sync_corpus_shards(
             continue
         if shard not in wanted:
             continue
+        if item.unchanged:
+            seen.add(item.record.doc_id)
+            stats[shard].unchanged += 1
+            stats[shard].modalities[stored_modality[item.record.doc_id]] += 1
+            continue
         if item.refusal:
             quarantine[shard].append(item.refusal)
             refused.add(item.record.doc_id)
@@ -220,6 +251,8 @@ def sync_corpus_shards(
         seen.add(record.doc_id)
         stats[shard].modalities[item.modality] += 1
         row = _document_row(item, shard, now)
+        if record.version is not None:
+            versions.append({"doc_id": record.doc_id, "shard": shard, "version": record.version})
         previous = existing.get(record.doc_id)
         if previous is None:
             stats[shard].added += 1
@@ -235,6 +268,8 @@ def sync_corpus_shards(
             pending.clear()
             pending_bytes = 0
     upsert(table, pa.Table.from_pylist(pending, schema=DOCUMENTS_SCHEMA), on="doc_id")
+    # After the documents: a version names a file whose document is stored, never one still to write.
+    _record_versions(store, versions)
 
     # A refused document keeps no vectors either: it leaves the live set like a deleted one.
     gone: dict[str, list[str]] = {shard: [] for shard in shards}

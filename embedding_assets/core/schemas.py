@@ -170,6 +170,9 @@ QUERY_VECTORS_SCHEMA = pa.schema(
 # A content's token count under one version's tokenizer (id: "<model_version>:<fingerprint>:<content_hash>";
 # tokens null: no text), kept by the count_parity check so that it tokenizes only new content.
 CONTENT_TOKENS_SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.int64())])
+# The listing's version (size and modification time, or size and ETag) of the file each document of a folder
+# or an S3 prefix was read from: a later read skips files whose listing still says the same.
+SOURCE_FILES_SCHEMA = pa.schema([("doc_id", pa.string()), ("shard", pa.string()), ("version", pa.string())])
 FIXED_SCHEMAS = {
     "documents": DOCUMENTS_SCHEMA,
     "signatures": SIGNATURES_SCHEMA,
@@ -187,6 +190,7 @@ FIXED_SCHEMAS = {
     "freshness": FRESHNESS_SCHEMA,
     "query_vectors": QUERY_VECTORS_SCHEMA,
     "content_tokens": CONTENT_TOKENS_SCHEMA,
+    "source_files": SOURCE_FILES_SCHEMA,
 }
 # Columns the stages look rows up by, with `IN (...)` filters: indexed once the table has rows.
 LOOKUP_INDEXES = {

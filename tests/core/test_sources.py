@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedding_assets.core.corpus_sync import sync_corpus_shard
+from embedding_assets.core.corpus_sync import known_file_versions, sync_corpus_shard, sync_corpus_shards
 from embedding_assets.core.sharding import SHARD_COUNT, shard_keys, shard_of
 from embedding_assets.core.sources import (
     SourceDocument,
@@ -307,3 +307,46 @@ def test_the_source_says_when_it_last_changed(tmp_path):
     assert source_last_modified(str(folder)) == 1_700_000_500
     assert source_last_modified(str(folder / "a.txt")) == 1_700_000_000
     assert source_last_modified("stdlib") is None
+
+
+def _sync_folder(store, folder: Path) -> dict:
+    """One read of the folder for every shard, skipping what its listing shows unchanged (as a change run does)."""
+    shards = shard_keys()
+    records = iter_source(str(folder), folder, None, known=known_file_versions(store, shards))
+    return sync_corpus_shards(store, records, shards, datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+def test_a_folder_is_read_again_only_where_its_listing_changed(tmp_path, store):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(6):
+        (folder / f"note-{n}.txt").write_text(f"Note number {n} about the pipeline.")
+    first = _sync_folder(store, folder)
+    assert sum(s.added for s in first.values()) == 6
+
+    # Same size and modification time: the listing says unchanged, so the file is not read (rsync's quick
+    # check); a real edit moves its time and is read.
+    quiet = folder / "note-0.txt"
+    status = quiet.stat()
+    quiet.write_text("Note NUMBER 0 about the pipeline.")
+    os.utime(quiet, ns=(status.st_atime_ns, status.st_mtime_ns))
+    (folder / "note-1.txt").write_text("Note number 1, edited.")
+    (folder / "note-2.txt").unlink()
+    second = _sync_folder(store, folder)
+    totals = {
+        kind: sum(getattr(s, kind) for s in second.values()) for kind in ("added", "changed", "unchanged", "deleted")
+    }
+    assert totals == {"added": 0, "changed": 1, "unchanged": 4, "deleted": 1}
+    texts = {
+        row["doc_id"]: row["text"]
+        for row in scan(store.table("documents"), "deleted = false", ["doc_id", "text"]).to_pylist()
+    }
+    assert (
+        texts["note-0.txt"] == "Note number 0 about the pipeline." and texts["note-1.txt"] == "Note number 1, edited."
+    )
+    assert "note-2.txt" not in texts
+    # A file whose document was deleted is read again when it returns, whatever its listing says.
+    (folder / "note-2.txt").write_text("Note number 2 about the pipeline.")
+    revived = _sync_folder(store, folder)
+    assert sum(s.changed for s in revived.values()) == 1 and sum(s.unchanged for s in revived.values()) == 5
+    assert scan(store.table("documents"), "doc_id = 'note-2.txt' AND deleted = false").num_rows == 1

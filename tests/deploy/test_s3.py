@@ -5,12 +5,16 @@ written there is read back with polars and compared with the table.
 """
 
 import json
+from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
 from dagster import instance_for_test
 
 from embedding_assets.cli.pipeline_runner import run_pipeline
+from embedding_assets.core.corpus_sync import known_file_versions, sync_corpus_shards
+from embedding_assets.core.sharding import shard_keys
+from embedding_assets.core.sources.s3 import iter_s3
 from embedding_assets.core.store import LanceStore, fixed_size_lists, s3_storage_options, scan
 from embedding_assets.definitions import build_definitions
 from tests.builders import DEFAULT_VERSION, make_resources
@@ -62,3 +66,24 @@ def test_a_change_in_the_bucket_changes_the_fingerprint(bucket, cache_dir):
     assert [r.doc_id for r in source.read(None)] == ["a.txt"]
     client.put_object(Bucket=BUCKET, Key="docs/a.txt", Body=b"second")
     assert source.fingerprint() != before
+
+
+def test_a_change_run_fetches_only_the_objects_whose_etag_changed(bucket, cache_dir, tmp_path):
+    client, _ = bucket
+    for n in range(5):
+        client.put_object(Bucket=BUCKET, Key=f"docs/note-{n}.txt", Body=f"Note number {n}.".encode())
+    store = LanceStore(str(tmp_path / "lance"))
+    fetched = []
+    client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: fetched.append(params["Key"]))
+    shards = shard_keys()
+
+    def sync():
+        records = iter_s3(f"s3://{BUCKET}/docs/", client, None, known_file_versions(store, shards))
+        return sync_corpus_shards(store, records, shards, datetime.now(timezone.utc))
+
+    assert sum(s.added for s in sync().values()) == 5 and len(fetched) == 5
+    fetched.clear()
+    client.put_object(Bucket=BUCKET, Key="docs/note-3.txt", Body=b"Note number 3, edited.")
+    again = sync()
+    assert fetched == ["docs/note-3.txt"]
+    assert sum(s.changed for s in again.values()) == 1 and sum(s.unchanged for s in again.values()) == 4

@@ -8,14 +8,23 @@ from embedding_assets.core.sources.dispatch import (
     source_fingerprint,
     source_last_modified,
 )
-from embedding_assets.core.sources.records import SourceDocument, SourceRecord, SourceRejection, SourceUnavailable
+from embedding_assets.core.sources.records import (
+    FileVersions,
+    SourceDocument,
+    SourceRecord,
+    SourceRejection,
+    SourceUnavailable,
+    SourceUnchanged,
+)
 
 __all__ = [
     "EMBEDDED_CORPORA",
+    "FileVersions",
     "SourceDocument",
     "SourceRecord",
     "SourceRejection",
     "SourceUnavailable",
+    "SourceUnchanged",
     "belongs_to_shard",
     "describe_source",
     "iter_source",

@@ -17,7 +17,7 @@ from embedding_assets.core.sources.local_files import (
     local_last_modified,
 )
 from embedding_assets.core.sources.parquet import iter_parquet
-from embedding_assets.core.sources.records import SourceRecord, SourceRejection
+from embedding_assets.core.sources.records import FileVersions, SourceRecord, SourceRejection
 from embedding_assets.core.sources.s3 import iter_s3, s3_fingerprint, s3_last_modified
 from embedding_assets.core.sources.skimage_corpus import skimage_corpus_path
 from embedding_assets.core.sources.skimage_corpus import source_uri as skimage_source_uri
@@ -56,8 +56,12 @@ def describe_source(uri: str) -> str:
     return skimage_source_uri() if uri == "skimage" else uri
 
 
-def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=None) -> Iterator[SourceRecord]:
-    """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None).
+def iter_source(
+    uri: str, cache_dir: Path, shard: str | None = None, s3_client=None, known: FileVersions | None = None
+) -> Iterator[SourceRecord]:
+    """Documents and rejections of `uri` whose doc_id falls in `shard` (all when None). A folder's or a
+    prefix's file that its listing shows unchanged since its live document was read (`known`) is not read:
+    it comes as a SourceUnchanged.
 
     A rejection of the whole source goes to every shard: none may then treat absence as deletion.
     A source with nothing in it (a missing path, an empty folder or prefix) or an S3 listing that
@@ -68,7 +72,7 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=N
     elif uri == "skimage":
         records = iter_parquet(skimage_corpus_path(cache_dir), skimage_source_uri(), shard)
     elif uri.startswith("s3://"):
-        records = iter_s3(uri, s3_client, shard)
+        records = iter_s3(uri, s3_client, shard, known)
     else:
         path = Path(uri)
         if not path.exists():
@@ -77,7 +81,7 @@ def iter_source(uri: str, cache_dir: Path, shard: str | None = None, s3_client=N
                 "restore it or point CORPUS_URI at the right place"
             )
         if path.is_dir():
-            records = iter_directory(path, shard)
+            records = iter_directory(path, shard, known)
         elif path.suffix == ".jsonl":
             records = iter_jsonl(path, str(path), shard, local_image_reader(path.parent))
         elif path.suffix == ".parquet":

@@ -9,9 +9,11 @@ from pathlib import Path
 from embedding_assets.core.images import IMAGE_FILE_SUFFIXES, ImageProblem, ImageRefused, image_size_problem
 from embedding_assets.core.sharding import shard_of
 from embedding_assets.core.sources.records import (
+    FileVersions,
     ImageReader,
     SourceRecord,
     SourceRejection,
+    SourceUnchanged,
     decode_text_file,
     image_document,
 )
@@ -50,7 +52,9 @@ def _unreadable(root: Path, error: OSError, reason: str) -> SourceRejection:
     return SourceRejection(path.relative_to(root).as_posix(), reason, detail, str(path), whole_source=True)
 
 
-def iter_directory(root: Path, shard: str | None) -> Iterator[SourceRecord]:
+def iter_directory(root: Path, shard: str | None, known: FileVersions | None = None) -> Iterator[SourceRecord]:
+    """The folder's files as documents; a file whose size and modification time are those its live document
+    was read from (`known`) is not read again (like rsync's quick check: an edit that keeps both is missed)."""
     suffixes = TEXT_FILE_SUFFIXES + IMAGE_FILE_SUFFIXES
     files, errors = _walk(root)
     documents = [path for path in files if path.suffix.lower() in suffixes and path.is_file()]
@@ -65,15 +69,24 @@ def iter_directory(root: Path, shard: str | None) -> Iterator[SourceRecord]:
         doc_id = path.relative_to(root).as_posix()
         if shard is not None and shard_of(doc_id) != shard:
             continue
+        try:
+            status = path.stat()
+        except OSError as error:
+            yield _unreadable(root, error, "unreadable_file")
+            continue
+        version = f"{status.st_size}:{status.st_mtime_ns}"
+        if known and known.get(doc_id) == version:
+            yield SourceUnchanged(doc_id, str(path))
+            continue
         if path.suffix.lower() in IMAGE_FILE_SUFFIXES:
-            yield image_document(doc_id, lambda: read_local_image(path), str(path), path.stem)
+            yield image_document(doc_id, lambda: read_local_image(path), str(path), path.stem, version=version)
             continue
         try:
             data = path.read_bytes()
         except OSError as error:
             yield _unreadable(root, error, "unreadable_file")
             continue
-        yield decode_text_file(data, doc_id, str(path))
+        yield decode_text_file(data, doc_id, str(path), version)
 
 
 def local_last_modified(path: Path) -> float | None:

@@ -26,6 +26,17 @@ class SourceDocument:
     title: str | None
     source_uri: str
     image: bytes | None = None
+    # A folder's or prefix's file as its listing described it (size and modification time, or ETag):
+    # kept with the document, so the next read can skip the file while the listing says the same.
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceUnchanged:
+    """A file whose listing (size and time, or ETag) is the one its live document was read from: not read."""
+
+    doc_id: str
+    source_uri: str
 
 
 @dataclass(frozen=True)
@@ -41,28 +52,36 @@ class SourceUnavailable(RuntimeError):
     """The source could not be read at all (an S3 listing failed): the corpus run fails before it writes."""
 
 
-SourceRecord = SourceDocument | SourceRejection
+SourceRecord = SourceDocument | SourceRejection | SourceUnchanged
+# doc_id -> the version its live document was read from (SourceDocument.version).
+FileVersions = dict[str, str]
 # Reads the image a record refers to by path; raises ImageRefused (missing, too large) instead.
 ImageReader = Callable[[str], bytes]
 
 
-def decode_text_file(data: bytes, doc_id: str, source_uri: str) -> SourceRecord:
+def decode_text_file(data: bytes, doc_id: str, source_uri: str, version: str | None = None) -> SourceRecord:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         return SourceRejection(doc_id, "invalid_utf8", f"byte {error.start}: {error.reason}", source_uri)
-    return SourceDocument(doc_id, text, Path(doc_id).stem, source_uri)
+    return SourceDocument(doc_id, text, Path(doc_id).stem, source_uri, version=version)
 
 
 def image_document(
-    doc_id: str, read: Callable[[], bytes], source_uri: str, title: str | None, caption: str = "", where: str = ""
+    doc_id: str,
+    read: Callable[[], bytes],
+    source_uri: str,
+    title: str | None,
+    caption: str = "",
+    where: str = "",
+    version: str | None = None,
 ) -> SourceRecord:
     """The image `read` returns, as a document; or its refusal, cited at `where` (a line, a row) if given."""
     try:
         image = read()
     except ImageRefused as refused:
         return SourceRejection(doc_id, refused.problem.reason, refused.problem.detail, where or source_uri)
-    return SourceDocument(doc_id, caption, title, source_uri, image)
+    return SourceDocument(doc_id, caption, title, source_uri, image, version)
 
 
 def base64_image(value) -> bytes:

@@ -15,10 +15,12 @@ from embedding_assets.core.sources.jsonl import iter_jsonl
 from embedding_assets.core.sources.local_files import TEXT_FILE_SUFFIXES
 from embedding_assets.core.sources.parquet import iter_parquet
 from embedding_assets.core.sources.records import (
+    FileVersions,
     ImageReader,
     SourceRecord,
     SourceRejection,
     SourceUnavailable,
+    SourceUnchanged,
     decode_text_file,
     image_document,
 )
@@ -70,9 +72,10 @@ def _s3_image_reader(client, bucket: str, key: str) -> ImageReader:
     return read
 
 
-def iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
+def iter_s3(uri: str, client, shard: str | None, known: FileVersions | None = None) -> Iterator[SourceRecord]:
     """An s3:// prefix read like a directory (.txt/.md files and images, id = key below the prefix),
-    plus any .jsonl or .parquet objects in it, each read like a local file of that kind."""
+    plus any .jsonl or .parquet objects in it, each read like a local file of that kind. A text or image
+    object whose ETag and size are those its live document was read from (`known`) is not fetched again."""
     if client is None:
         raise ValueError(f"CORPUS_URI {uri!r} is on S3 but no S3 client was configured")
     bucket, prefix, objects = _s3_objects(uri, client)
@@ -86,15 +89,21 @@ def iter_s3(uri: str, client, shard: str | None) -> Iterator[SourceRecord]:
         name = f"s3://{bucket}/{key}"
         doc_id = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
         in_shard = shard is None or shard_of(doc_id) == shard
-        if key.endswith(TEXT_FILE_SUFFIXES) and in_shard:
+        version = f"{item['Size']}:{item['ETag']}"
+        one_document = key.endswith(TEXT_FILE_SUFFIXES) or key.lower().endswith(IMAGE_FILE_SUFFIXES)
+        if one_document and in_shard and known and known.get(doc_id) == version:
+            yield SourceUnchanged(doc_id, name)
+        elif key.endswith(TEXT_FILE_SUFFIXES) and in_shard:
             try:
                 body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             except (ClientError, BotoCoreError) as error:
                 yield _unreadable_object(doc_id, name, error)
                 continue
-            yield decode_text_file(body, doc_id, name)
+            yield decode_text_file(body, doc_id, name, version)
         elif key.lower().endswith(IMAGE_FILE_SUFFIXES) and in_shard:
-            yield image_document(doc_id, lambda: _read_s3_image(client, bucket, key), name, Path(key).stem)
+            yield image_document(
+                doc_id, lambda: _read_s3_image(client, bucket, key), name, Path(key).stem, version=version
+            )
         elif key.endswith((".jsonl", ".parquet")):
             read_image = _s3_image_reader(client, bucket, key)
             with tempfile.TemporaryDirectory() as scratch:
