@@ -20,7 +20,7 @@ from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.schemas import DOCUMENTS_SCHEMA, SOURCE_FILES_SCHEMA
 from embedding_assets.core.sharding import shard_of, shard_resolver
 from embedding_assets.core.sources import FileVersions, SourceDocument, SourceRecord, SourceRejection, SourceUnchanged
-from embedding_assets.core.store import LanceStore, scan, sql_in, sql_literal, upsert
+from embedding_assets.core.store import LanceStore, scan, scan_in, sql_in, sql_literal, upsert
 from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
 
 WRITE_BATCH_ROWS = 4_096
@@ -158,15 +158,14 @@ def _document_row(item: ClassifiedRecord, shard: str, now: datetime) -> dict:
 
 
 def known_file_versions(store: LanceStore, shards: list[str]) -> FileVersions:
-    """doc_id -> the file version each live document of `shards` was read from (folders and S3 prefixes)."""
-    live = scan(store.table("documents"), f"{sql_in('shard', shards)} AND deleted = false", ["doc_id"])
-    live_ids = set(live.column("doc_id").to_pylist())
+    """doc_id -> the file version each live document of `shards` was read from (folders and S3 prefixes;
+    nothing for other sources, at the cost of one empty scan)."""
     versions = scan(store.table("source_files"), sql_in("shard", shards), ["doc_id", "version"])
-    return {
-        doc_id: version
-        for doc_id, version in zip(versions.column("doc_id").to_pylist(), versions.column("version").to_pylist())
-        if doc_id in live_ids
-    }
+    known = dict(zip(versions.column("doc_id").to_pylist(), versions.column("version").to_pylist()))
+    live: set[str] = set()
+    for part in scan_in(store.table("documents"), "doc_id", known, ["doc_id"], "deleted = false"):
+        live.update(part.column("doc_id").to_pylist())
+    return {doc_id: version for doc_id, version in known.items() if doc_id in live}
 
 
 def _record_versions(store: LanceStore, rows: list[dict]) -> None:
