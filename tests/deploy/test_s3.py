@@ -74,7 +74,9 @@ def test_a_change_run_fetches_only_the_objects_whose_etag_changed(bucket, cache_
         client.put_object(Bucket=BUCKET, Key=f"docs/note-{n}.txt", Body=f"Note number {n}.".encode())
     store = LanceStore(str(tmp_path / "lance"))
     fetched = []
-    client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: fetched.append(params["Key"]))
+    client.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: fetched.append(params["Key"])
+    )
     shards = shard_keys()
 
     def sync():
