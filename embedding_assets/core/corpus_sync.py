@@ -15,12 +15,13 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from embedding_assets.core.documents import live_doc_ids
 from embedding_assets.core.images import ImageProblem, find_image_problem
 from embedding_assets.core.quarantine import QuarantineEntry, replace_quarantine
 from embedding_assets.core.schemas import DOCUMENTS_SCHEMA, SOURCE_FILES_SCHEMA
 from embedding_assets.core.sharding import shard_of, shard_resolver
 from embedding_assets.core.sources import FileVersions, SourceDocument, SourceRecord, SourceRejection, SourceUnchanged
-from embedding_assets.core.store import LanceStore, scan, scan_in, sql_in, sql_literal, upsert
+from embedding_assets.core.store import LanceStore, scan, sql_in, sql_literal, upsert
 from embedding_assets.core.text import TextProblem, content_hash, find_text_problem, normalize_text
 
 WRITE_BATCH_ROWS = 4_096
@@ -162,9 +163,7 @@ def known_file_versions(store: LanceStore, shards: list[str]) -> FileVersions:
     nothing for other sources, at the cost of one empty scan)."""
     versions = scan(store.table("source_files"), sql_in("shard", shards), ["doc_id", "version"])
     known = dict(zip(versions.column("doc_id").to_pylist(), versions.column("version").to_pylist()))
-    live: set[str] = set()
-    for part in scan_in(store.table("documents"), "doc_id", known, ["doc_id"], "deleted = false"):
-        live.update(part.column("doc_id").to_pylist())
+    live = live_doc_ids(store, known)
     return {doc_id: version for doc_id, version in known.items() if doc_id in live}
 
 

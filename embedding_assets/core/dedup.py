@@ -124,15 +124,14 @@ class SignatureIndex:
         if not signatures:
             return
         contents = list(signatures)
-        minhashes = pa.FixedSizeListArray.from_arrays(
-            pa.array(np.stack([signatures[c] for c in contents]).reshape(-1), pa.uint32()), NUM_PERM
-        )
+        stacked = np.stack([signatures[c] for c in contents])
+        minhashes = pa.FixedSizeListArray.from_arrays(pa.array(stacked.reshape(-1), pa.uint32()), NUM_PERM)
         upsert(
             self.content_minhashes,
             pa.table([pa.array(contents), minhashes], schema=CONTENT_MINHASHES_SCHEMA),
             on="content_hash",
         )
-        keys = band_hashes(np.stack([signatures[c] for c in contents]))
+        keys = band_hashes(stacked)
         rows = {
             "id": [f"{c}:{band}" for c in contents for band in range(BANDS)],
             "band": [band for _ in contents for band in range(BANDS)],
@@ -187,11 +186,17 @@ class SignatureIndex:
 
     def first_doc_ids(self, hashes: Iterable[str]) -> dict[str, str]:
         """content hash -> smallest live doc_id holding it, across all shards."""
-        first: dict[str, str] = {}
-        for doc_id, content in doc_ids_by_content(self.store, hashes):
-            if content not in first or doc_id < first[content]:
-                first[content] = doc_id
-        return first
+        return first_doc_ids(doc_ids_by_content(self.store, hashes))
+
+
+def first_doc_ids(holders: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """content hash -> the smallest doc_id among `holders` ((doc_id, content hash) pairs): the `self` of its
+    exact duplicates."""
+    first: dict[str, str] = {}
+    for doc_id, content in holders:
+        if content not in first or doc_id < first[content]:
+            first[content] = doc_id
+    return first
 
 
 def decided_rows(

@@ -21,6 +21,7 @@ from embedding_assets.core.dedup import (
     SignatureIndex,
     choose_representatives,
     decided_rows,
+    first_doc_ids,
     write_rows,
 )
 from embedding_assets.core.documents import doc_ids_by_content
@@ -33,8 +34,8 @@ class DocumentChange:
 
     # doc_id -> content of documents added or edited since their shard was last deduplicated.
     changed: dict[str, str] = field(default_factory=dict)
-    # Signature rows whose document is gone.
-    removed: set[str] = field(default_factory=set)
+    # Signature rows whose document is gone: doc_id -> the shard of its row.
+    removed: dict[str, str] = field(default_factory=dict)
     # Contents whose set of holding documents changed: the new ones and the old ones.
     contents: set[str] = field(default_factory=set)
 
@@ -44,8 +45,8 @@ def document_change(store: LanceStore, shards: list[str]) -> DocumentChange:
     in_shards = sql_in("shard", shards)
     documents = scan(store.table("documents"), f"{in_shards} AND deleted = false", ["doc_id", "content_hash"])
     live = dict(zip(documents.column("doc_id").to_pylist(), documents.column("content_hash").to_pylist()))
-    signed = scan(store.table("signatures"), in_shards, ["doc_id", "content_hash"])
-    before = dict(zip(signed.column("doc_id").to_pylist(), signed.column("content_hash").to_pylist()))
+    signed = scan(store.table("signatures"), in_shards, ["doc_id", "content_hash", "shard"]).to_pylist()
+    before = {row["doc_id"]: row["content_hash"] for row in signed}
     change = DocumentChange()
     for doc_id, content in live.items():
         if before.get(doc_id) != content:
@@ -53,7 +54,7 @@ def document_change(store: LanceStore, shards: list[str]) -> DocumentChange:
             change.contents.add(content)
             if doc_id in before:
                 change.contents.add(before[doc_id])
-    change.removed = before.keys() - live.keys()
+    change.removed = {row["doc_id"]: row["shard"] for row in signed if row["doc_id"] not in live}
     change.contents |= {before[doc_id] for doc_id in change.removed}
     return change
 
@@ -91,20 +92,16 @@ def dedup_change(store: LanceStore, shards: list[str], index: SignatureIndex) ->
         for part in scan_in(index.signatures, "doc_id", holders, SIGNATURE_ROW_COLUMNS)
         for row in part.to_pylist()
     }
-    first_doc: dict[str, str] = {}
-    for doc_id, content in holders.items():
-        first_doc[content] = min(doc_id, first_doc.get(content, doc_id))
-    rows = decided_rows(holders, choose_representatives(affected, index.neighbours), first_doc, previous)["changed"]
+    representatives = choose_representatives(affected, index.neighbours)
+    rows = decided_rows(holders, representatives, first_doc_ids(holders.items()), previous)["changed"]
     # Unchanged documents first, the change's own last (see the module's docstring).
     rows.sort(key=lambda row: row["doc_id"] in change.changed)
     stats: dict[str, DedupStats] = defaultdict(DedupStats)
     for row in rows:
         stats[row["shard"]].rows_written += 1
     write_rows(index, rows)
-    removed = scan_in(index.signatures, "doc_id", change.removed, ["doc_id", "shard"])
-    for part in removed:
-        for shard in part.column("shard").to_pylist():
-            stats[shard].rows_removed += 1
+    for shard in change.removed.values():
+        stats[shard].rows_removed += 1
     delete_in(index.signatures, "doc_id", change.removed)
     index.forget(change.contents - index.live_hashes)
     totals = scan(index.signatures, sql_in("shard", stats), ["shard", "dup_kind"])
