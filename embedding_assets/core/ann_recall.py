@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from embedding_assets.core.index_build import vector_index_type, vector_query
+from embedding_assets.core.index_build import rows_per_query, vector_index_type, vector_query
 from embedding_assets.core.index_checks import CheckOutcome
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_in
 from gpu_ops.registry import ModelSpec
@@ -32,13 +32,8 @@ def recall_with_ties(found: list[float], exact: list[float], tolerance: float = 
 
 
 def _distances_per_query(query, queries: int) -> list[list[float]]:
-    """The ranked distances of each query of a batched search (one query is a plain search)."""
-    result = query.select(["id", "_distance"]).to_arrow()
-    ranked: list[list[float]] = [[] for _ in range(queries)]
-    positions = result.column("query_index").to_pylist() if queries > 1 else [0] * result.num_rows
-    for position, distance in zip(positions, result.column("_distance").to_pylist()):
-        ranked[position].append(distance)
-    return [sorted(distances) for distances in ranked]
+    """The ranked distances of each query of a batched search."""
+    return [[row["_distance"] for row in found] for found in rows_per_query(query.select(["id", "_distance"]), queries)]
 
 
 def ann_recall(

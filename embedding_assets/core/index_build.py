@@ -59,6 +59,15 @@ def vector_query(
     )
 
 
+def rows_per_query(query, queries: int) -> list[list[dict]]:
+    """The result rows of each of `queries` vectors searched at once, nearest first. LanceDB tags a batched
+    search's rows with `query_index`; a search of one vector has none."""
+    rows: list[list[dict]] = [[] for _ in range(queries)]
+    for row in query.to_arrow().to_pylist():
+        rows[row.pop("query_index", 0)].append(row)
+    return [sorted(found, key=lambda row: row["_distance"]) for found in rows]
+
+
 @dataclass
 class IndexStats:
     rows: int

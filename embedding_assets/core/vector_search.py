@@ -4,10 +4,9 @@ A query is text. On a multimodal version it goes through the model's text tower 
 its images, so it finds images, pairs (by their image or their caption) and texts alike.
 """
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-from embedding_assets.core.index_build import vector_query
+from embedding_assets.core.index_build import rows_per_query, vector_query
 from embedding_assets.core.store import LanceStore, scan_in
 
 PROVENANCE_COLUMNS = ("content_hash", "chunk", "origin", "origin_hash", "model_id", "model_version", "generated_at")
@@ -47,15 +46,12 @@ def nearest_documents_many(table, vectors, k: int, where: str | None = None) -> 
         query = vector_query(table, batch, fetch)
         if where:
             query = query.where(where, prefilter=True)
-        rows_of: dict[int, list[dict]] = defaultdict(list)
-        for row in query.select(HIT_COLUMNS).to_arrow().to_pylist():
-            rows_of[row.pop("query_index", 0)].append(row)
         deeper = []
-        for position, n in enumerate(pending):
+        for n, found in zip(pending, rows_per_query(query.select(HIT_COLUMNS), len(pending))):
             best: dict[str, dict] = {}
-            for row in sorted(rows_of[position], key=lambda row: row["_distance"]):
+            for row in found:
                 best.setdefault(row["doc_id"], row)
-            if len(best) >= k or len(rows_of[position]) < fetch:
+            if len(best) >= k or len(found) < fetch:
                 results[n] = list(best.values())[:k]
             else:
                 deeper.append(n)
