@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from embedding_assets.core.documents import live_doc_ids
-from embedding_assets.core.schemas import QUERY_VECTORS_SCHEMA
-from embedding_assets.core.store import LanceStore, scan_in, upsert
+from embedding_assets.core.model_memo import remembered
+from embedding_assets.core.store import LanceStore
 from embedding_assets.core.vector_search import nearest_documents_many
 
 K = 10
@@ -58,27 +57,17 @@ def encode_queries(store: LanceStore, encoder, queries: list[EvalQuery]) -> Enco
 
 
 def query_vectors(store: LanceStore, encoder, texts: list[str]) -> np.ndarray:
-    """The vectors of `texts` under the encoder's model version, encoded once and kept in `query_vectors`:
-    a version's key and vector settings name its weights, so a stored vector is the one the model would
-    give again."""
+    """The vectors of `texts` under the encoder's model version, each encoded once and kept in `query_vectors`
+    (core/model_memo.py)."""
     if not texts:
         return np.zeros((0, encoder.spec.dim), dtype=np.float32)
-    prefix = f"{encoder.spec.key}:{encoder.spec.fingerprint()}:"
-    ids = [prefix + hashlib.sha256(text.encode()).hexdigest() for text in texts]
-    table = store.table("query_vectors")
-    stored = {}
-    for part in scan_in(table, "id", ids, ["id", "vector"]):
-        stored.update(zip(part.column("id").to_pylist(), part.column("vector").to_pylist()))
-    missing = sorted({(row_id, text) for row_id, text in zip(ids, texts) if row_id not in stored})
-    if missing:
-        encoded = encoder.encode_texts([text for _, text in missing]).vectors
-        rows = [
-            {"id": row_id, "model_version": encoder.spec.key, "vector": vector.tolist()}
-            for (row_id, _), vector in zip(missing, encoded)
-        ]
-        upsert(table, pa.Table.from_pylist(rows, schema=QUERY_VECTORS_SCHEMA), on="id")
-        stored.update((row["id"], row["vector"]) for row in rows)
-    return np.asarray([stored[row_id] for row_id in ids], dtype=np.float32)
+    text_of = {hashlib.sha256(text.encode()).hexdigest(): text for text in texts}
+
+    def encode(digests: list[str]) -> dict:
+        return dict(zip(digests, encoder.encode_texts([text_of[d] for d in digests]).vectors.tolist()))
+
+    vectors = remembered(store, "query_vectors", "vector", encoder.spec, text_of, encode)
+    return np.asarray([vectors[hashlib.sha256(text.encode()).hexdigest()] for text in texts], dtype=np.float32)
 
 
 def score_retrieval(

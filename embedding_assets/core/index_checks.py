@@ -8,13 +8,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
-from embedding_assets.core.documents import LIVE_DOCUMENTS, iter_texts_by_content, live_documents_with_modality
+from embedding_assets.core.documents import LIVE_DOCUMENTS, live_documents_with_modality, texts_by_content
 from embedding_assets.core.embedding_run.plan import documents_for
 from embedding_assets.core.embedding_run.rows import expected_vector_count
-from embedding_assets.core.schemas import CONTENT_TOKENS_SCHEMA
-from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, scan_in, sql_literal, upsert
+from embedding_assets.core.model_memo import remembered
+from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, sql_literal
 from gpu_ops.registry import ModelSpec
 
 SAMPLE_LIMIT = 10
@@ -50,25 +49,16 @@ class ExpectedRows:
 
 def content_tokens(store: LanceStore, spec: ModelSpec, token_spans, contents: set[str]) -> dict[str, int | None]:
     """content -> its text's token count under the version's tokenizer (None: no text), counted once per
-    version and content and kept in `content_tokens`: a gate after a 1 % change tokenizes 1 % of the
-    corpus, not all of it. The counts are the check's own, never the embedding run's."""
-    prefix = f"{spec.key}:{spec.fingerprint()}:"
-    table = store.table("content_tokens")
-    tokens: dict[str, int | None] = {}
-    for part in scan_in(table, "id", [prefix + content for content in contents], ["id", "tokens"]):
-        tokens.update(
-            (row_id[len(prefix) :], count)
-            for row_id, count in zip(*(part.column(c).to_pylist() for c in ("id", "tokens")))
-        )
-    for texts in iter_texts_by_content(store, contents - tokens.keys()):
-        ordered = sorted(texts.keys() - tokens.keys())
-        with_text = [content for content in ordered if texts[content]]
+    version and content and kept in `content_tokens` (core/model_memo.py): a gate after a 1 % change
+    tokenizes 1 % of the corpus, not all of it. The counts are the check's own, never the embedding run's."""
+
+    def count(batch: list[str]) -> dict:
+        texts = texts_by_content(store, batch)
+        with_text = [content for content in sorted(texts) if texts[content]]
         spans = dict(zip(with_text, token_spans([texts[content] for content in with_text]) if with_text else []))
-        counted = {content: len(spans[content]) if content in spans else None for content in ordered}
-        rows = [{"id": prefix + content, "tokens": count} for content, count in counted.items()]
-        upsert(table, pa.Table.from_pylist(rows, schema=CONTENT_TOKENS_SCHEMA), on="id")
-        tokens.update(counted)
-    return tokens
+        return {content: len(spans[content]) if content in spans else None for content in texts}
+
+    return remembered(store, "content_tokens", "tokens", spec, contents, count)
 
 
 def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRows:

@@ -164,9 +164,7 @@ FRESHNESS_SCHEMA = pa.schema(
 )
 # An evaluation query's vector under one model version (id: "<model_version>:<fingerprint>:<sha256 of the query>"):
 # the same weights give the same vector, so the gate of every change does not encode its queries again.
-QUERY_VECTORS_SCHEMA = pa.schema(
-    [("id", pa.string()), ("model_version", pa.string()), ("vector", pa.list_(pa.float32()))]
-)
+QUERY_VECTORS_SCHEMA = pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32()))])
 # A content's token count under one version's tokenizer (id: "<model_version>:<fingerprint>:<content_hash>";
 # tokens null: no text), kept by the count_parity check so that it tokenizes only new content.
 CONTENT_TOKENS_SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.int64())])
