@@ -206,9 +206,11 @@ def _encode_missing(
             stats.batches += encoded.batches
             stats.tokens += encoded.tokens
         vectors_of = encoded.vectors
+        written: dict[str, list[PlannedDocument]] = {shard: [] for shard in writers}
+        for planned in (p for content in vectors_of for p in documents_of[content]):
+            written[shard_for(planned.doc_id)].append(planned)
         for shard, writer in writers.items():
-            written = [p for content in vectors_of for p in documents_of[content] if shard_for(p.doc_id) == shard]
-            writer.write(written, vectors_of, dict.fromkeys(vectors_of, now()), computed=set(vectors_of))
+            writer.write(written[shard], vectors_of, dict.fromkeys(vectors_of, now()), computed=set(vectors_of))
         done += sum(len(documents_of[content]) for content in group)
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
