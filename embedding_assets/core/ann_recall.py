@@ -1,13 +1,14 @@
 """The ann_recall check: what the ANN index loses against exact search, with readers' own settings."""
 
 import hashlib
+import heapq
 import time
 
 import numpy as np
 
 from embedding_assets.core.index_build import rows_per_query, vector_index_type, vector_query
 from embedding_assets.core.index_checks import CheckOutcome
-from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_in
+from embedding_assets.core.store import LanceStore, fixed_size_lists, scan_batches, scan_in
 from gpu_ops.registry import ModelSpec
 
 # Of the sampled queries, those also timed one at a time (as a reader sends them).
@@ -15,9 +16,16 @@ LATENCY_QUERIES = 50
 
 
 def sample_row_ids(table, size: int) -> list[str]:
-    """A deterministic sample of row ids: the ids with the smallest sha1."""
-    ids = scan(table, None, ["id"]).column("id").to_pylist()
-    return sorted(ids, key=lambda row_id: hashlib.sha1(row_id.encode()).digest())[:size]
+    """A deterministic sample of row ids: the ids with the smallest sha1, kept `size` at a time while the
+    ids stream past (not every id of the table in one list)."""
+    smallest: list[str] = []
+    for batch in scan_batches(table, None, ["id"]):
+        smallest = heapq.nsmallest(size, [*smallest, *batch.column("id").to_pylist()], key=_sha1)
+    return smallest
+
+
+def _sha1(row_id: str) -> bytes:
+    return hashlib.sha1(row_id.encode()).digest()
 
 
 def recall_with_ties(found: list[float], exact: list[float], tolerance: float = 1e-5) -> float:

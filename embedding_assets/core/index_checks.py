@@ -9,10 +9,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedding_assets.core.documents import LIVE_DOCUMENTS, live_documents_with_modality, texts_by_content
+from embedding_assets.core.documents import (
+    LIVE_DOCUMENTS,
+    doc_ids_by_content,
+    live_documents_with_modality,
+    texts_by_content,
+)
 from embedding_assets.core.embedding_run.plan import documents_for
 from embedding_assets.core.embedding_run.rows import expected_vector_count
 from embedding_assets.core.model_memo import remembered
+from embedding_assets.core.sharding import shard_keys
 from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, sql_literal
 from gpu_ops.registry import ModelSpec
 
@@ -61,26 +67,30 @@ def content_tokens(store: LanceStore, spec: ModelSpec, token_spans, contents: se
     return remembered(store, "content_tokens", "tokens", spec, contents, count)
 
 
-def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRows:
-    """doc_id -> (content_hash, row count) for every live document the version must hold.
+def expected_rows(store: LanceStore, spec: ModelSpec, token_spans, shard: str) -> ExpectedRows:
+    """doc_id -> (content_hash, row count) for every live document of `shard` the version must hold.
 
     Mirrors the embedding stage: a document carries its representative's rows (an image's, then
     its text's windows), a document of a modality the version skips has none, and what the stage
-    quarantined for this version (with unchanged content) is not expected.
+    quarantined for this version (with unchanged content) is not expected. One shard at a time, so the
+    check's memory is a shard's, whatever the corpus size.
     """
-    with_modality = live_documents_with_modality(store)
+    in_shard = f"shard = {sql_literal(shard)}"
+    with_modality = live_documents_with_modality(store, shard)
     documents, skipped = documents_for(spec, with_modality)
     has_image = {content for content, modality in with_modality.values() if modality != "text"}
     representative = {
         row["doc_id"]: row["representative_hash"]
-        for row in scan(store.table("signatures"), None, ["doc_id", "content_hash", "representative_hash"]).to_pylist()
+        for row in scan(
+            store.table("signatures"), in_shard, ["doc_id", "content_hash", "representative_hash"]
+        ).to_pylist()
         if documents.get(row["doc_id"]) == row["content_hash"]
     }
     refused = [
         row
         for row in scan(
             store.table("quarantine"),
-            f"stage = 'embed' AND model_version = {sql_literal(spec.key)}",
+            f"{in_shard} AND stage = 'embed' AND model_version = {sql_literal(spec.key)}",
             ["doc_id", "content_hash", "reason"],
         ).to_pylist()
         if documents.get(row["doc_id"]) == row["content_hash"]
@@ -88,8 +98,10 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRo
     held = {row["doc_id"] for row in refused}
     model_faults = sum(row["reason"] in MODEL_FAULTS for row in refused)
     sources = {doc_id: representative.get(doc_id, content) for doc_id, content in documents.items()}
-    live_contents = {content for content, _ in with_modality.values()}
-    tokens = content_tokens(store, spec, token_spans, {s for s in sources.values() if s in live_contents})
+    # A representative in another document's content must still be live to lend its rows.
+    borrowed = {source for doc_id, source in sources.items() if source != documents[doc_id]}
+    live_sources = set(documents.values()) | {content for _, content in doc_ids_by_content(store, borrowed)}
+    tokens = content_tokens(store, spec, token_spans, {s for s in sources.values() if s in live_sources})
     counts = {content: expected_vector_count(spec, content in has_image, count) for content, count in tokens.items()}
     rows = {
         doc_id: (documents[doc_id], counts[source])
@@ -99,61 +111,91 @@ def expected_rows(store: LanceStore, spec: ModelSpec, token_spans) -> ExpectedRo
     return ExpectedRows(rows, len(documents), model_faults, skipped)
 
 
+@dataclass
+class _Parity:
+    """What count_parity found, summed over shards: the problem documents, and totals."""
+
+    problems: dict[str, set[str]] = field(
+        default_factory=lambda: {name: set() for name in ("missing", "orphans", "stale", "extra", "duplicates")}
+    )
+    live_documents: int = 0
+    skipped_modality: int = 0
+    model_faults: int = 0
+    expected_documents: int = 0
+    expected_rows: int = 0
+    rows: int = 0
+
+    def add_shard(self, coverage: ExpectedRows, rows) -> None:
+        expected = coverage.rows
+        ids = Counter(rows.column("id").to_pylist())
+        per_document: Counter = Counter()
+        for doc_id, content in zip(rows.column("doc_id").to_pylist(), rows.column("content_hash").to_pylist()):
+            per_document[doc_id] += 1
+            if doc_id in expected and expected[doc_id][0] != content:
+                self.problems["stale"].add(doc_id)
+        self.problems["duplicates"] |= {row_id for row_id, count in ids.items() if count > 1}
+        self.problems["orphans"] |= per_document.keys() - expected.keys()
+        self.problems["missing"] |= {d for d, (_, windows) in expected.items() if per_document[d] < windows}
+        self.problems["extra"] |= {d for d, (_, windows) in expected.items() if per_document[d] > windows}
+        self.live_documents += coverage.live_documents
+        self.skipped_modality += coverage.skipped_modality
+        self.model_faults += coverage.model_faults
+        self.expected_documents += len(expected)
+        self.expected_rows += sum(windows for _, windows in expected.values())
+        self.rows += rows.num_rows
+
+
 def count_parity(store: LanceStore, spec: ModelSpec, token_spans, table_version: int | None = None) -> CheckOutcome:
-    coverage = expected_rows(store, spec, token_spans)
-    expected = coverage.rows
+    """Every live document has exactly its expected rows, and nothing else is in the table: compared shard
+    by shard (a row's shard is its document's), plus any row whose shard is none of the corpus's."""
     table = store.open_embeddings_table(spec.key, table_version)
-    rows = scan(table, None, ["id", "doc_id", "content_hash"])
-    ids = Counter(rows.column("id").to_pylist())
-    duplicates = {row_id for row_id, count in ids.items() if count > 1}
-    per_document: Counter = Counter()
-    stale = set()
-    for doc_id, content in zip(rows.column("doc_id").to_pylist(), rows.column("content_hash").to_pylist()):
-        per_document[doc_id] += 1
-        if doc_id in expected and expected[doc_id][0] != content:
-            stale.add(doc_id)
-    orphans = per_document.keys() - expected.keys()
-    missing = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] < windows}
-    extra = {doc_id for doc_id, (_, windows) in expected.items() if per_document[doc_id] > windows}
-    expected_total = sum(windows for _, windows in expected.values())
-    refused_share = coverage.model_faults / coverage.live_documents if coverage.live_documents else 0.0
-    passed = not (duplicates or orphans or missing or extra or stale) and refused_share <= MAX_QUARANTINED_SHARE
-    corpus_size = coverage.live_documents + coverage.skipped_modality
-    no_vectors = corpus_size > 0 and expected_total == 0
+    parity = _Parity()
+    for shard in shard_keys():
+        rows = scan(table, f"shard = {sql_literal(shard)}", ["id", "doc_id", "content_hash"])
+        parity.add_shard(expected_rows(store, spec, token_spans, shard), rows)
+    stray = table.count_rows() - parity.rows
+    problems = parity.problems
+    refused_share = parity.model_faults / parity.live_documents if parity.live_documents else 0.0
+    passed = not (any(problems.values()) or stray) and refused_share <= MAX_QUARANTINED_SHARE
+    corpus_size = parity.live_documents + parity.skipped_modality
+    no_vectors = corpus_size > 0 and parity.expected_rows == 0
     passed = passed and not no_vectors
     if not passed and refused_share > MAX_QUARANTINED_SHARE:
-        faults, live = coverage.model_faults, coverage.live_documents
-        description = f"the model botched the vectors of {faults} of {live} live documents"
+        description = (
+            f"the model botched the vectors of {parity.model_faults} of {parity.live_documents} live documents"
+        )
     elif no_vectors:
         description = f"no vectors for a corpus of {corpus_size} live documents" + (
-            f": {coverage.skipped_modality} are of a modality {spec.key} does not embed"
-            if coverage.skipped_modality
+            f": {parity.skipped_modality} are of a modality {spec.key} does not embed"
+            if parity.skipped_modality
             else ""
         )
     elif not passed:
         description = (
-            f"{len(missing)} incomplete, {len(orphans)} orphaned, {len(stale)} stale, {len(duplicates)} duplicated"
+            f"{len(problems['missing'])} incomplete, {len(problems['orphans']) + stray} orphaned, "
+            f"{len(problems['stale'])} stale, {len(problems['duplicates'])} duplicated"
         )
     else:
         description = "every live document has its rows, with no orphan, stale or duplicate row"
-        if coverage.skipped_modality:
-            description += f"; {coverage.skipped_modality} images without text skipped (a text model)"
+        if parity.skipped_modality:
+            description += f"; {parity.skipped_modality} images without text skipped (a text model)"
     return CheckOutcome(
         passed,
         description,
         {
-            "live_documents": coverage.live_documents,
-            "skipped_modality": coverage.skipped_modality,
-            "model_faults": coverage.model_faults,
-            "expected_documents": len(expected),
-            "expected_rows": expected_total,
-            "rows": rows.num_rows,
-            "missing_documents": len(missing),
-            "orphan_documents": len(orphans),
-            "stale_documents": len(stale),
-            "documents_with_extra_rows": len(extra),
-            "duplicate_ids": len(duplicates),
-            "examples": _sample(missing | orphans | stale | extra | duplicates) or "none",
+            "live_documents": parity.live_documents,
+            "skipped_modality": parity.skipped_modality,
+            "model_faults": parity.model_faults,
+            "expected_documents": parity.expected_documents,
+            "expected_rows": parity.expected_rows,
+            "rows": parity.rows + stray,
+            "missing_documents": len(problems["missing"]),
+            "orphan_documents": len(problems["orphans"]),
+            "rows_outside_shards": stray,
+            "stale_documents": len(problems["stale"]),
+            "documents_with_extra_rows": len(problems["extra"]),
+            "duplicate_ids": len(problems["duplicates"]),
+            "examples": _sample(set().union(*problems.values())) or "none",
         },
     )
 

@@ -177,6 +177,21 @@ def test_a_foreign_version_row_fails_the_single_version_check(built, tmp_path, c
     assert not live.success
 
 
+def test_a_row_under_a_shard_outside_the_corpus_fails_count_parity(built, tmp_path, cache_dir):
+    """count_parity compares shard by shard; a row filed under no shard of the corpus is still counted."""
+
+    def write_stray_row(table):
+        row = scan(table, "id = 'exact-dup:copy'")
+        stray = row.set_column(row.schema.get_field_index("id"), "id", pa.array(["stray"]))
+        table.add(stray.set_column(stray.schema.get_field_index("shard"), "shard", pa.array(["999"])))
+
+    verdicts, live = _tampered_copy(built, tmp_path, cache_dir, write_stray_row)
+    assert not verdicts["count_parity_check"].passed
+    assert verdicts["count_parity_check"].metadata["rows_outside_shards"].value == 1
+    assert "1 orphaned" in verdicts["count_parity_check"].description
+    assert not live.success
+
+
 def test_a_vector_off_unit_norm_fails_vector_sanity(built, tmp_path, cache_dir):
     # LanceDB itself refuses NaN on write; a scaled vector is what slips through a buggy encoder.
     def poison(table):
