@@ -11,6 +11,7 @@ from embedding_assets.core.aliases import (
     protected_table_versions,
     switch_alias,
 )
+from embedding_assets.core.ann_recall import calibrate_probes
 from embedding_assets.core.eval_sets import EvalSet
 from embedding_assets.core.gates import record_verdict
 from embedding_assets.core.index_build import build_index
@@ -46,11 +47,20 @@ def index_version(log, lancedb: LanceDBResource, model_version: str, config: Ind
         protected_table_versions(store, model_version),
         always_optimize=config.compaction == "always",
     )
+    # A rebuilt or updated ANN index gets its readers' probing calibrated (a new table version when it changes).
+    table = store.open_embeddings_table(model_version)
+    calibration = calibrate_probes(table) if stats.optimized else None
+    probing = {}
+    if calibration is not None:
+        tried = ", ".join(f"{nprobes}: {recall:.3f}" for nprobes, recall in calibration.tried.items())
+        log.info(f"{model_version}: readers probe {calibration.nprobes} partitions (recall@10 by probes: {tried})")
+        probing = {"reader_nprobes": calibration.nprobes, "calibration_recall_by_nprobes": tried}
     log.info(f"{model_version}: {stats.rows} rows, search {stats.search_mode}")
     return {
         "dagster/row_count": stats.rows,
-        "table_version": stats.table_version,
+        "table_version": table.version,
         "ann_index": stats.ann_index,
+        **probing,
         "search_mode": stats.search_mode,
         "compacted": stats.optimized,
         "scalar_indexes": ", ".join(stats.scalar_indexes),

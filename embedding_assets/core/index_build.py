@@ -31,7 +31,11 @@ ROWS_PER_IVF_PARTITION = 4_096
 # vectors (benchmarks/, row 5d): the tail came from probing, not re-ranking: 10 partitions with a beam
 # of 150 gave p99 68 ms, 3 with 60 gave 11 ms at the same recall@10 (1.000). The ann_recall check
 # measures recall with these same settings on every build, so a corpus they do not suit fails its gate.
+# NPROBES is where readers start: a build whose own recall falls short probes more partitions, and the
+# table version records how many (PROBES_METADATA on the vector field, see core/ann_recall.py).
 NPROBES = 3
+MAX_NPROBES = 24
+PROBES_METADATA = "search_nprobes"
 EF = 60
 REFINE_FACTOR = 5
 # A change's rows wait for the next compaction and index update until they are this share of the
@@ -44,15 +48,27 @@ DEFAULT_CLEANUP_AGE = timedelta(days=7)
 CLEANUP_MARGIN = timedelta(hours=1)
 
 
+def reader_probes(table) -> int:
+    """The IVF partitions readers of this table version probe: what its build calibrated, else NPROBES."""
+    recorded = (table.schema.field("vector").metadata or {}).get(PROBES_METADATA.encode())
+    return int(recorded) if recorded else NPROBES
+
+
+def record_reader_probes(table, nprobes: int) -> None:
+    """Record the probing readers use on the vector field: a new table version, checked like any other."""
+    table.update_field_metadata({"path": "vector", "metadata": {PROBES_METADATA: str(nprobes)}})
+
+
 def vector_query(
-    table, vector, k: int, nprobes: int = NPROBES, ef: int = EF, refine_factor: int | None = REFINE_FACTOR
+    table, vector, k: int, nprobes: int | None = None, ef: int = EF, refine_factor: int | None = REFINE_FACTOR
 ):
-    """How every reader queries a version's table (search, checks); ignored by exact search. The
-    probing settings are parameters only so that benchmarks/ can measure others."""
+    """How every reader queries a version's table (search, checks); ignored by exact search. `nprobes`
+    defaults to the table version's own (reader_probes); the settings are parameters so that calibration
+    and benchmarks/ can measure others."""
     return (
         table.search(vector)
         .distance_type(DISTANCE)
-        .nprobes(nprobes)
+        .nprobes(reader_probes(table) if nprobes is None else nprobes)
         .ef(max(ef, k * (refine_factor or 1)))
         .refine_factor(refine_factor)
         .limit(k)

@@ -1,0 +1,62 @@
+"""Readers' probing calibrated per table version: more IVF partitions where the corpus needs them."""
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import HnswSq
+
+from embedding_assets.core.ann_recall import CALIBRATION_MARGIN, MINIMUM_RECALL, calibrate_probes
+from embedding_assets.core.index_build import MAX_NPROBES, NPROBES, reader_probes
+
+
+def _table(tmp_path, vectors: np.ndarray, partitions: int):
+    rows = pa.table(
+        {
+            "id": [f"row-{n}" for n in range(len(vectors))],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+        }
+    )
+    table = lancedb.connect(str(tmp_path)).create_table("vectors", rows)
+    table.create_index("vector", config=HnswSq(distance_type="cosine", num_partitions=partitions))
+    return table
+
+
+def test_a_corpus_without_clusters_gets_more_probes_recorded_on_its_table_version(tmp_path):
+    # Uniform random directions have no cluster for 3 of 64 partitions to catch.
+    vectors = np.random.default_rng(7).normal(size=(12_000, 16)).astype(np.float32)
+    table = _table(tmp_path, vectors, partitions=64)
+    before = table.version
+
+    calibration = calibrate_probes(table)
+
+    assert list(calibration.tried) == [n for n in (3, 6, 12, 24) if n <= calibration.nprobes]
+    assert calibration.tried[NPROBES] < MINIMUM_RECALL + CALIBRATION_MARGIN
+    assert calibration.nprobes > NPROBES
+    assert calibration.recall > calibration.tried[NPROBES]
+    assert calibration.recall >= MINIMUM_RECALL + CALIBRATION_MARGIN or calibration.nprobes == MAX_NPROBES
+    # A new table version carries the setting; the version before it keeps the default.
+    assert table.version == before + 1 and reader_probes(table) == calibration.nprobes
+    older = lancedb.connect(str(tmp_path)).open_table("vectors")
+    older.checkout(before)
+    assert reader_probes(older) == NPROBES
+    # Calibrating the same index again writes nothing.
+    version = table.version
+    assert calibrate_probes(table).nprobes == calibration.nprobes and table.version == version
+    # Later writes and compaction keep the setting.
+    table.add(pa.table({"id": ["late"], "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[0]), 16)}))
+    table.optimize()
+    assert reader_probes(table) == calibration.nprobes
+
+
+def test_clustered_vectors_keep_the_default_probes_and_write_no_version(tmp_path):
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(8, 16))
+    vectors = (np.repeat(centres, 1_000, axis=0) + 0.01 * rng.normal(size=(8_000, 16))).astype(np.float32)
+    table = _table(tmp_path, vectors, partitions=8)
+    version = table.version
+
+    calibration = calibrate_probes(table)
+
+    assert calibration.nprobes == NPROBES and list(calibration.tried) == [NPROBES]
+    assert calibration.recall >= MINIMUM_RECALL + CALIBRATION_MARGIN
+    assert table.version == version and reader_probes(table) == NPROBES
