@@ -31,7 +31,7 @@ from benchmarks import (
 from benchmarks.table import markdown
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11,12,13"
+ALL_ROWS = "1,2,3,4,5,6,7,8,9,10,11,12,12e,13"
 
 
 def machine() -> str:
@@ -94,6 +94,7 @@ def main() -> None:
             ("10", lambda: freshness.run(work, cache, args.fresh_documents, args.fresh_edits, args.fresh_upserts)),
             ("11", lambda: vector_storage.run(work, args.storage_rows)),
             ("12", lambda: runtimes.run(work, cache, args.documents)),
+            ("12e", lambda: [runtimes.demo_against_raw_torch(work, cache)]),
             ("13", lambda: scale.run(work, cache, args.scale_documents, args.scale_large)),
         ]
         for key, step in steps:
