@@ -1,6 +1,6 @@
 """Parquet exports of a version's vectors with their provenance, for teams that read files.
 
-Written batch by batch from the newest table version whose gates passed (memory stays flat whatever the table's
+Written page by page from the newest table version whose gates passed (memory stays flat whatever the table's
 size) as `<prefix>/<model_version>/YYYY-MM/batch-NNNN.parquet`, then a `manifest.json` naming
 exactly the files of this export: readers go by the manifest.
 """
@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedding_assets.core.gates import readable_table_version
-from embedding_assets.core.store import LanceStore, scan_batches
+from embedding_assets.core.store import LanceStore, scan_pages
 
-BATCH_ROWS = 50_000
+# Rows per file, read as one page query (core/store.scan_pages): about 8 MiB of 256-d float32 vectors.
+BATCH_ROWS = 8_192
 
 
 @dataclass
@@ -44,9 +44,9 @@ def export_version(
     table = store.open_embeddings_table(model_version, version)
     base = f"{prefix.rstrip('/')}/{model_version}/{now:%Y-%m}"
     files, rows = [], 0
-    for number, batch in enumerate(scan_batches(table, None, None, batch_rows)):
+    for number, batch in enumerate(scan_pages(table, batch_rows)):
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_batches([batch]), buffer, compression="zstd")
+        pq.write_table(batch, buffer, compression="zstd")
         key = f"{base}/batch-{number:04d}.parquet"
         put(key, buffer.getvalue())
         files.append(key)

@@ -145,6 +145,17 @@ def scan_batches(table, where: str | None = None, columns: list[str] | None = No
     return query.limit(None).to_batches(batch_size)
 
 
+def scan_pages(table, page_rows: int) -> Iterator[pa.Table]:
+    """Every row of `table` (at its checked-out version), one `page_rows` query at a time, in scan order.
+
+    A streamed scan (`scan_batches`) lets Lance read ahead of a slow consumer up to its I/O buffer (2 GiB):
+    over a large fragment its memory grows with the table. A page query reads only its own rows.
+    """
+    total = table.count_rows()
+    for offset in range(0, total, page_rows):
+        yield table.search().offset(offset).limit(page_rows).to_arrow()
+
+
 def scan_in(
     table, column: str, values: Iterable[str | int], columns: list[str] | None = None, where: str | None = None
 ) -> Iterator[pa.Table]:
