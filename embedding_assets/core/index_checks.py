@@ -19,7 +19,7 @@ from embedding_assets.core.embedding_run.plan import documents_for
 from embedding_assets.core.embedding_run.rows import expected_vector_count
 from embedding_assets.core.model_memo import remembered
 from embedding_assets.core.sharding import shard_keys
-from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, sql_literal
+from embedding_assets.core.store import LanceStore, fixed_size_lists, scan, scan_batches, scan_pages, sql_literal
 from gpu_ops.registry import ModelSpec
 
 SAMPLE_LIMIT = 10
@@ -226,7 +226,7 @@ def vector_sanity(store: LanceStore, spec: ModelSpec, table_version: int | None 
     table_dim = table.schema.field("vector").type.list_size
     rows = non_finite = zero = off_norm = 0
     norm_min, norm_max, norm_sum = float("inf"), 0.0, 0.0
-    for batch in scan_batches(table, None, ["vector"]):
+    for batch in scan_pages(table, columns=["vector"]):
         # float16 tables: norms summed in float32, or the sum's own rounding looks like an off-norm vector.
         vectors = fixed_size_lists(batch.column("vector")).astype(np.float32, copy=False)
         finite = np.isfinite(vectors).all(axis=1)

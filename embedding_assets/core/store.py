@@ -145,7 +145,7 @@ def scan_batches(table, where: str | None = None, columns: list[str] | None = No
     return query.limit(None).to_batches(batch_size)
 
 
-def scan_pages(table, page_rows: int) -> Iterator[pa.Table]:
+def scan_pages(table, page_rows: int = 8192, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """Every row of `table` (at its checked-out version), one `page_rows` query at a time, in scan order.
 
     A streamed scan (`scan_batches`) lets Lance read ahead of a slow consumer up to its I/O buffer (2 GiB):
@@ -153,7 +153,10 @@ def scan_pages(table, page_rows: int) -> Iterator[pa.Table]:
     """
     total = table.count_rows()
     for offset in range(0, total, page_rows):
-        yield table.search().offset(offset).limit(page_rows).to_arrow()
+        query = table.search()
+        if columns:
+            query = query.select(columns)
+        yield query.offset(offset).limit(page_rows).to_arrow()
 
 
 def scan_in(
