@@ -60,3 +60,18 @@ def test_clustered_vectors_keep_the_default_probes_and_write_no_version(tmp_path
     assert calibration.nprobes == NPROBES and list(calibration.tried) == [NPROBES]
     assert calibration.recall >= MINIMUM_RECALL + CALIBRATION_MARGIN
     assert table.version == version and reader_probes(table) == NPROBES
+
+
+def test_exact_distances_over_pages_equal_lancedbs_exact_search(tmp_path):
+    from embedding_assets.core.ann_recall import exact_distances
+    from embedding_assets.core.index_build import vector_query
+
+    vectors = np.random.default_rng(3).normal(size=(20_000, 16)).astype(np.float32)
+    table = _table(tmp_path, vectors, partitions=8)
+    queries = list(vectors[:5] + 0.1)
+
+    ours = exact_distances(table, queries, 10)
+
+    for query, found in zip(queries, ours):
+        truth = vector_query(table, query, 10).bypass_vector_index().to_arrow().column("_distance").to_pylist()
+        assert np.allclose(found, sorted(truth), atol=1e-5)
