@@ -52,9 +52,16 @@ def index_version(log, lancedb: LanceDBResource, model_version: str, config: Ind
     calibration = calibrate_probes(table) if stats.optimized else None
     probing = {}
     if calibration is not None:
-        tried = ", ".join(f"{nprobes}: {recall:.3f}" for nprobes, recall in calibration.tried.items())
-        log.info(f"{model_version}: readers probe {calibration.nprobes} partitions (recall@10 by probes: {tried})")
-        probing = {"reader_nprobes": calibration.nprobes, "calibration_recall_by_nprobes": tried}
+        tried = ", ".join(f"{setting}: {recall:.3f}" for setting, recall in calibration.tried.items())
+        log.info(
+            f"{model_version}: readers probe {calibration.nprobes} partitions with a beam of {calibration.ef} "
+            f"(recall@10 by nprobes/ef: {tried})"
+        )
+        probing = {
+            "reader_nprobes": calibration.nprobes,
+            "reader_ef": calibration.ef,
+            "calibration_recall_by_nprobes_ef": tried,
+        }
     log.info(f"{model_version}: {stats.rows} rows, search {stats.search_mode}")
     return {
         "dagster/row_count": stats.rows,

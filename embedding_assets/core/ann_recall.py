@@ -1,7 +1,7 @@
 """The ann_recall check: what the ANN index loses against exact search, with readers' own settings.
 
 A build also calibrates those settings: when the index's recall on a sample falls short, readers of
-that table version probe more IVF partitions (calibrate_probes). The check then measures the recorded
+that table version probe more IVF partitions or widen the HNSW beam (calibrate_probes). The check then measures the recorded
 setting on a different sample, so the gate is never graded on the queries the calibration chose by.
 """
 
@@ -14,10 +14,9 @@ from functools import partial
 import numpy as np
 
 from embedding_assets.core.index_build import (
-    MAX_NPROBES,
-    NPROBES,
-    reader_probes,
-    record_reader_probes,
+    READER_SETTINGS,
+    reader_settings,
+    record_reader_settings,
     rows_per_query,
     vector_index_type,
     vector_query,
@@ -97,45 +96,44 @@ class _RecallProbe:
         self.table, self.queries, self.k = table, queries, k
         self.exact = exact_distances(table, queries, k)
 
-    def recall(self, nprobes: int | None = None) -> float:
+    def recall(self, nprobes: int | None = None, ef: int | None = None) -> float:
         if not self.queries:
             return 0.0
         found = []
         for start in range(0, len(self.queries), ANN_BATCH):
             batch = self.queries[start : start + ANN_BATCH]
-            found += _distances_per_query(vector_query(self.table, batch, self.k, nprobes), len(batch))
+            found += _distances_per_query(vector_query(self.table, batch, self.k, nprobes, ef), len(batch))
         return float(np.mean([recall_with_ties(f, truth) for f, truth in zip(found, self.exact)]))
 
 
 @dataclass
 class ProbeCalibration:
     nprobes: int
+    ef: int
     recall: float
-    # recall measured at each probing tried, in order
-    tried: dict[int, float]
+    # recall measured at each setting tried, in order ("nprobes/ef" -> recall)
+    tried: dict[str, float]
 
 
 def calibrate_probes(
     table, minimum: float = MINIMUM_RECALL, sample_size: int = 200, k: int = 10
 ) -> ProbeCalibration | None:
-    """The fewest IVF partitions (NPROBES, doubled up to MAX_NPROBES) at which the index finds `minimum`
-    + CALIBRATION_MARGIN of the exact top k on a calibration sample, recorded on the table for its readers
-    when it differs from what they probe now. None without an ANN index (exact search has nothing to tune).
-    How many partitions a corpus needs depends on how its vectors cluster: a static model's 256-d vectors
-    at 250,000 rows needed more than MiniLM's at 1,000,000 (benchmarks/, row 13)."""
+    """The cheapest of READER_SETTINGS (IVF partitions probed, HNSW beam) at which the index finds `minimum` +
+    CALIBRATION_MARGIN of the exact top k on a calibration sample (else the widest), recorded on the table for
+    its readers when it differs from theirs now. None without an ANN index (exact search has nothing to tune).
+    Builds of the same vectors differ (k-means, graphs): at 250,000 static vectors one lost recall to
+    probing, another inside its partitions (benchmarks/, row 13)."""
     if vector_index_type(table) is None:
         return None
     probe = _RecallProbe(table, _sampled_vectors(table, sample_size, CALIBRATION_SAMPLE), k)
-    tried: dict[int, float] = {}
-    nprobes = NPROBES
-    while True:
-        tried[nprobes] = probe.recall(nprobes)
-        if tried[nprobes] >= minimum + CALIBRATION_MARGIN or nprobes * 2 > MAX_NPROBES:
+    tried: dict[str, float] = {}
+    for nprobes, ef in READER_SETTINGS:
+        recall = tried[f"{nprobes}/{ef}"] = probe.recall(nprobes, ef)
+        if recall >= minimum + CALIBRATION_MARGIN:
             break
-        nprobes *= 2
-    if nprobes != reader_probes(table):
-        record_reader_probes(table, nprobes)
-    return ProbeCalibration(nprobes, tried[nprobes], tried)
+    if (nprobes, ef) != reader_settings(table):
+        record_reader_settings(table, nprobes, ef)
+    return ProbeCalibration(nprobes, ef, recall, tried)
 
 
 def ann_recall(
@@ -163,11 +161,11 @@ def ann_recall(
         vector_query(table, vector, k).select(["id", "_distance"]).to_arrow()
         latencies.append(time.perf_counter() - started)
     recall = _RecallProbe(table, queries, k).recall()
-    nprobes = reader_probes(table)
+    nprobes, ef = reader_settings(table)
     return CheckOutcome(
         recall >= minimum,
-        f"ANN recall@{k} {recall:.3f} on {len(queries)} stored vectors, probing {nprobes} partitions "
-        f"(minimum {minimum})",
+        f"ANN recall@{k} {recall:.3f} on {len(queries)} stored vectors, probing {nprobes} partitions with a "
+        f"beam of {ef} (minimum {minimum})",
         {
             "search_mode": f"ANN ({index})",
             "measured": True,
@@ -175,6 +173,7 @@ def ann_recall(
             "minimum": minimum,
             "queries": len(queries),
             "nprobes": nprobes,
+            "ef": ef,
             "latency_p50_ms": float(np.percentile(latencies, 50) * 1000) if latencies else 0.0,
             "latency_p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies else 0.0,
         },

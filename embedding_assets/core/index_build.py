@@ -31,12 +31,14 @@ ROWS_PER_IVF_PARTITION = 4_096
 # vectors (benchmarks/, row 5d): the tail came from probing, not re-ranking: 10 partitions with a beam
 # of 150 gave p99 68 ms, 3 with 60 gave 11 ms at the same recall@10 (1.000). The ann_recall check
 # measures recall with these same settings on every build, so a corpus they do not suit fails its gate.
-# NPROBES is where readers start: a build whose own recall falls short probes more partitions, and the
-# table version records how many (PROBES_METADATA on the vector field, see core/ann_recall.py).
+# (NPROBES, EF) is where readers start: a build whose own recall falls short searches wider, down
+# READER_SETTINGS, and the table version records its setting (SETTINGS_METADATA on the vector field, see
+# core/ann_recall.py). At 250,000 static vectors one build lost recall to probing (0.964 with 3 partitions,
+# 0.975 with 6), another inside the partitions (0.949 with 3 or 24 partitions, 0.978 with a beam of 200).
 NPROBES = 3
-MAX_NPROBES = 24
-PROBES_METADATA = "search_nprobes"
 EF = 60
+READER_SETTINGS = ((NPROBES, EF), (6, EF), (6, 200), (12, 200), (24, 300))
+SETTINGS_METADATA = {"nprobes": "search_nprobes", "ef": "search_ef"}
 REFINE_FACTOR = 5
 # A change's rows wait for the next compaction and index update until they are this share of the
 # table's rows, or its fragments this many: readers search unindexed rows exactly (a little slower),
@@ -48,27 +50,37 @@ DEFAULT_CLEANUP_AGE = timedelta(days=7)
 CLEANUP_MARGIN = timedelta(hours=1)
 
 
-def reader_probes(table) -> int:
-    """The IVF partitions readers of this table version probe: what its build calibrated, else NPROBES."""
-    recorded = (table.schema.field("vector").metadata or {}).get(PROBES_METADATA.encode())
-    return int(recorded) if recorded else NPROBES
+def reader_settings(table) -> tuple[int, int]:
+    """(IVF partitions probed, HNSW beam) for readers of this table version: its build's calibration, else
+    (NPROBES, EF)."""
+    recorded = table.schema.field("vector").metadata or {}
+    nprobes, ef = (recorded.get(key.encode()) for key in SETTINGS_METADATA.values())
+    return (int(nprobes), int(ef)) if nprobes and ef else (NPROBES, EF)
 
 
-def record_reader_probes(table, nprobes: int) -> None:
-    """Record the probing readers use on the vector field: a new table version, checked like any other."""
-    table.update_field_metadata({"path": "vector", "metadata": {PROBES_METADATA: str(nprobes)}})
+def record_reader_settings(table, nprobes: int, ef: int) -> None:
+    """Record the search settings readers use on the vector field: a new table version, checked like any other."""
+    values = {SETTINGS_METADATA["nprobes"]: str(nprobes), SETTINGS_METADATA["ef"]: str(ef)}
+    table.update_field_metadata({"path": "vector", "metadata": values})
 
 
 def vector_query(
-    table, vector, k: int, nprobes: int | None = None, ef: int = EF, refine_factor: int | None = REFINE_FACTOR
+    table,
+    vector,
+    k: int,
+    nprobes: int | None = None,
+    ef: int | None = None,
+    refine_factor: int | None = REFINE_FACTOR,
 ):
-    """How every reader queries a version's table (search, checks); ignored by exact search. `nprobes`
-    defaults to the table version's own (reader_probes); the settings are parameters so that calibration
-    and benchmarks/ can measure others."""
+    """How every reader queries a version's table (search, checks); ignored by exact search. `nprobes` and
+    `ef` default to the table version's own (reader_settings); they are parameters so that calibration and
+    benchmarks/ can measure others."""
+    own_nprobes, own_ef = reader_settings(table)
+    ef = own_ef if ef is None else ef
     return (
         table.search(vector)
         .distance_type(DISTANCE)
-        .nprobes(reader_probes(table) if nprobes is None else nprobes)
+        .nprobes(own_nprobes if nprobes is None else nprobes)
         .ef(max(ef, k * (refine_factor or 1)))
         .refine_factor(refine_factor)
         .limit(k)

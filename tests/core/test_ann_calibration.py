@@ -6,7 +6,7 @@ import pyarrow as pa
 from lancedb.index import HnswSq
 
 from embedding_assets.core.ann_recall import CALIBRATION_MARGIN, MINIMUM_RECALL, calibrate_probes
-from embedding_assets.core.index_build import MAX_NPROBES, NPROBES, reader_probes
+from embedding_assets.core.index_build import EF, NPROBES, READER_SETTINGS, reader_settings
 
 
 def _table(tmp_path, vectors: np.ndarray, partitions: int):
@@ -29,23 +29,25 @@ def test_a_corpus_without_clusters_gets_more_probes_recorded_on_its_table_versio
 
     calibration = calibrate_probes(table)
 
-    assert list(calibration.tried) == [n for n in (3, 6, 12, 24) if n <= calibration.nprobes]
-    assert calibration.tried[NPROBES] < MINIMUM_RECALL + CALIBRATION_MARGIN
-    assert calibration.nprobes > NPROBES
-    assert calibration.recall > calibration.tried[NPROBES]
-    assert calibration.recall >= MINIMUM_RECALL + CALIBRATION_MARGIN or calibration.nprobes == MAX_NPROBES
+    chosen = (calibration.nprobes, calibration.ef)
+    # The settings are tried cheapest first, up to the first that reaches the target (or the widest).
+    assert list(calibration.tried) == [f"{n}/{ef}" for n, ef in READER_SETTINGS[: READER_SETTINGS.index(chosen) + 1]]
+    assert calibration.tried[f"{NPROBES}/{EF}"] < MINIMUM_RECALL + CALIBRATION_MARGIN
+    assert chosen != (NPROBES, EF) and calibration.recall > calibration.tried[f"{NPROBES}/{EF}"]
+    assert calibration.recall >= MINIMUM_RECALL + CALIBRATION_MARGIN or chosen == READER_SETTINGS[-1]
     # A new table version carries the setting; the version before it keeps the default.
-    assert table.version == before + 1 and reader_probes(table) == calibration.nprobes
+    assert table.version == before + 1 and reader_settings(table) == chosen
     older = lancedb.connect(str(tmp_path)).open_table("vectors")
     older.checkout(before)
-    assert reader_probes(older) == NPROBES
+    assert reader_settings(older) == (NPROBES, EF)
     # Calibrating the same index again writes nothing.
     version = table.version
-    assert calibrate_probes(table).nprobes == calibration.nprobes and table.version == version
+    again = calibrate_probes(table)
+    assert (again.nprobes, again.ef) == chosen and table.version == version
     # Later writes and compaction keep the setting.
     table.add(pa.table({"id": ["late"], "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[0]), 16)}))
     table.optimize()
-    assert reader_probes(table) == calibration.nprobes
+    assert reader_settings(table) == chosen
 
 
 def test_clustered_vectors_keep_the_default_probes_and_write_no_version(tmp_path):
@@ -57,9 +59,9 @@ def test_clustered_vectors_keep_the_default_probes_and_write_no_version(tmp_path
 
     calibration = calibrate_probes(table)
 
-    assert calibration.nprobes == NPROBES and list(calibration.tried) == [NPROBES]
+    assert (calibration.nprobes, calibration.ef) == (NPROBES, EF) and list(calibration.tried) == [f"{NPROBES}/{EF}"]
     assert calibration.recall >= MINIMUM_RECALL + CALIBRATION_MARGIN
-    assert table.version == version and reader_probes(table) == NPROBES
+    assert table.version == version and reader_settings(table) == (NPROBES, EF)
 
 
 def test_exact_distances_over_pages_equal_lancedbs_exact_search(tmp_path):
