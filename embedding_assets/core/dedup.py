@@ -33,29 +33,12 @@ from embedding_assets.core.minhash import (
     band_hashes,
     estimated_jaccard,
 )
-from embedding_assets.core.schemas import (
-    CONTENT_MINHASHES_SCHEMA,
-    LOOKUP_INDEXES,
-    LSH_BANDS_SCHEMA,
-    SIGNATURES_SCHEMA,
-)
+from embedding_assets.core.schemas import CONTENT_MINHASHES_SCHEMA, LSH_BANDS_SCHEMA, SIGNATURES_SCHEMA
 from embedding_assets.core.sharding import shard_of
-from embedding_assets.core.store import (
-    LanceStore,
-    delete_in,
-    ensure_btree_indexes,
-    fixed_size_lists,
-    scan,
-    scan_in,
-    sql_literal,
-    upsert,
-)
+from embedding_assets.core.store import LanceStore, delete_in, fixed_size_lists, scan, scan_in, sql_literal, upsert
 
 Neighbours = dict[str, list[tuple[str, float]]]
 SIGN_BATCH = 2_048
-# Contents whose near duplicates are looked for together: a shard of a large corpus has hundreds of thousands
-# of candidate pairs, and their band rows, sets and MinHashes would otherwise all be held at once.
-NEIGHBOUR_BATCH = 4_096
 # What decides whether a stored signature row is still right (decided_rows).
 SIGNATURE_ROW_COLUMNS = ["doc_id", "content_hash", "representative_hash", "dup_kind", "jaccard"]
 
@@ -156,10 +139,6 @@ class SignatureIndex:
             "content_hash": [c for c in contents for _ in range(BANDS)],
         }
         upsert(self.bands, pa.table(rows, schema=LSH_BANDS_SCHEMA), on="id")
-        # The first run bands the whole corpus into tables that were empty when it indexed them (dedup_shard):
-        # their lookup indexes come with the first rows, or every later upsert joins the whole table in memory.
-        ensure_btree_indexes(self.content_minhashes, LOOKUP_INDEXES["content_minhashes"])
-        ensure_btree_indexes(self.bands, LOOKUP_INDEXES["lsh_bands"])
 
     def minhashes(self, hashes: set[str]) -> dict[str, np.ndarray]:
         found = {c: self._cache[c] for c in hashes if c in self._cache}
@@ -194,18 +173,15 @@ class SignatureIndex:
         return candidates
 
     def neighbours(self, hashes: set[str]) -> Neighbours:
-        """Live contents with estimated Jaccard >= the threshold, found through shared band keys, NEIGHBOUR_BATCH
-        contents at a time: only their candidates and MinHashes are held at once, not a whole shard's."""
+        """Live contents with estimated Jaccard >= the threshold, found through shared band keys."""
+        candidates = self.band_candidates(hashes)
+        signatures = self.minhashes(set(candidates) | {o for others in candidates.values() for o in others})
         result: Neighbours = defaultdict(list)
-        ordered = sorted(hashes)
-        for start in range(0, len(ordered), NEIGHBOUR_BATCH):
-            candidates = self.band_candidates(set(ordered[start : start + NEIGHBOUR_BATCH]))
-            signatures = self.minhashes(set(candidates) | {o for others in candidates.values() for o in others})
-            for content, others in candidates.items():
-                for other in sorted(others):
-                    jaccard = estimated_jaccard(signatures[content], signatures[other])
-                    if jaccard >= NEAR_DUPLICATE_JACCARD:
-                        result[content].append((other, jaccard))
+        for content, others in candidates.items():
+            for other in sorted(others):
+                jaccard = estimated_jaccard(signatures[content], signatures[other])
+                if jaccard >= NEAR_DUPLICATE_JACCARD:
+                    result[content].append((other, jaccard))
         return result
 
     def first_doc_ids(self, hashes: Iterable[str]) -> dict[str, str]:

@@ -195,8 +195,7 @@ LOOKUP_INDEXES = {
     # doc_id: the serving API and search look hits' documents up by id.
     "documents": ("content_hash", "doc_id"),
     "signatures": ("content_hash", "representative_hash"),
-    # id: band rows are upserted on it; without an index each merge joins the whole table in memory.
-    "lsh_bands": ("content_hash", "band_hash", "id"),
+    "lsh_bands": ("content_hash", "band_hash"),
     "content_minhashes": ("content_hash",),
     # doc_id: the status of one document; shard: a corpus run reads its shard's writes.
     "inbox": ("doc_id", "shard"),
