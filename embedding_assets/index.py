@@ -49,7 +49,7 @@ def index_version(log, lancedb: LanceDBResource, model_version: str, config: Ind
     )
     # A rebuilt or updated ANN index gets its readers' probing calibrated (a new table version when it changes).
     table = store.open_embeddings_table(model_version)
-    calibration = calibrate_probes(table) if stats.optimized else None
+    calibration = calibrate_probes(table) if stats.ann_changed else None
     probing = {}
     if calibration is not None:
         tried = ", ".join(f"{setting}: {recall:.3f}" for setting, recall in calibration.tried.items())

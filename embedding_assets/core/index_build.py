@@ -75,12 +75,13 @@ def vector_query(
     """How every reader queries a version's table (search, checks); ignored by exact search. `nprobes` and
     `ef` default to the table version's own (reader_settings); they are parameters so that calibration and
     benchmarks/ can measure others."""
-    own_nprobes, own_ef = reader_settings(table)
-    ef = own_ef if ef is None else ef
+    if nprobes is None or ef is None:
+        own_nprobes, own_ef = reader_settings(table)
+        nprobes, ef = own_nprobes if nprobes is None else nprobes, own_ef if ef is None else ef
     return (
         table.search(vector)
         .distance_type(DISTANCE)
-        .nprobes(own_nprobes if nprobes is None else nprobes)
+        .nprobes(nprobes)
         .ef(max(ef, k * (refine_factor or 1)))
         .refine_factor(refine_factor)
         .limit(k)
@@ -106,6 +107,8 @@ class IndexStats:
     text_index: str = "none"
     # Whether this build compacted the table and brought its indexes up to date (see needs_optimize).
     optimized: bool = False
+    # Whether this build created or updated the ANN index, so readers' search settings need calibrating.
+    ann_changed: bool = False
 
 
 def vector_index_type(table) -> str | None:
@@ -152,7 +155,8 @@ def build_index(
         if column not in indexed:
             table.create_index(column, config=index_config())
     rows = table.count_rows()
-    if rows >= ann_min_rows and vector_index_type(table) is None:
+    created = rows >= ann_min_rows and vector_index_type(table) is None
+    if created:
         partitions = max(1, rows // ROWS_PER_IVF_PARTITION)
         table.create_index(
             "vector", config=ANN_INDEXES[ann_index_type](distance_type=DISTANCE, num_partitions=partitions)
@@ -167,4 +171,5 @@ def build_index(
         search_mode=f"ANN ({ann})" if ann else f"exact (fewer than {ann_min_rows:,} rows)",
         text_index=text_index,
         optimized=optimized,
+        ann_changed=ann is not None and (optimized or created),
     )
