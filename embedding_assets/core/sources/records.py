@@ -102,19 +102,20 @@ def record_from_fields(
     shard: str | None,
 ) -> SourceRecord | None:
     """A JSONL line's or Parquet row's fields as a document or a rejection; None when it belongs to
-    another shard (after its id is checked, so duplicates are still found, and before its image is read)."""
+    another shard (before its image is read). An id's copies all fall in its shard, so `first_seen` holds
+    only the shard's ids: what a shard run keeps grows with its shard, not with the whole source."""
     doc_id = fields.get("id")
     if doc_id is None or str(doc_id).strip() == "":
         # Any document may be the one that lost its id: its absence proves no deletion.
         return SourceRejection(fallback_id, "missing_id", "the record has no id", where, whole_source=True)
     doc_id = str(doc_id)
+    if shard is not None and shard_of(doc_id) != shard:
+        return None
     if doc_id in first_seen:
         return SourceRejection(
             doc_id, "duplicate_id", f"id already used by record {first_seen[doc_id]}; the first one is kept", where
         )
     first_seen[doc_id] = position
-    if shard is not None and shard_of(doc_id) != shard:
-        return None
     title = fields.get("title")
     title = str(title) if title is not None else None
     image, encoded = fields.get("image"), fields.get("image_base64")
