@@ -34,7 +34,7 @@ from embedding_assets.core.minhash import (
     estimated_jaccard,
 )
 from embedding_assets.core.schemas import CONTENT_MINHASHES_SCHEMA, LSH_BANDS_SCHEMA, SIGNATURES_SCHEMA
-from embedding_assets.core.sharding import shard_of
+from embedding_assets.core.sharding import SHARD_COUNT, shard_keys, shard_of
 from embedding_assets.core.store import LanceStore, delete_in, fixed_size_lists, scan, scan_in, sql_literal, upsert
 
 Neighbours = dict[str, list[tuple[str, float]]]
@@ -106,31 +106,47 @@ class SignatureIndex:
         self._cache.update({c: s for c, s in signatures.items() if c in keep})
         return signatures
 
-    def complete_bands(self, keep: set[str]) -> int:
-        """Write band rows for every live text that has none; returns how many contents were signed.
-        Once per index: a run that deduplicates several shards shares one index."""
+    def complete_bands(self, keep: set[str], start_at: float = 0.0) -> int:
+        """Write band rows for every live text that has none; returns how many contents this run signed
+        for them. Once per index: a run that deduplicates several shards shares one index.
+
+        Band rows are appended, not merged: a merge joins its rows against every band row of the corpus
+        (16 per text), which at 250,000 documents took more memory than the rest of the run. Only texts
+        with no band row are written, each text's rows in one commit, so a rerun or a killed run adds no
+        copy. Runs of several shards at once start `start_at` of the way into the list and, once another
+        run has committed since this one began, look again before each batch: they share the work
+        instead of each writing it all. Two runs on one batch within that instant may both append it;
+        candidates are sets, and `forget` removes every copy."""
         if self._bands_complete:
             return 0
         self._bands_complete = True
         banded = set(scan(self.bands, "band = 0", ["content_hash"]).column("content_hash").to_pylist())
         missing = sorted(self.text_hashes - banded)
+        first = int(len(missing) * start_at)
+        missing = missing[first:] + missing[:first]
+        written_at, shared, signed = self.bands.version, False, 0
         for start in range(0, len(missing), SIGN_BATCH):
-            signatures = self.sign(texts_by_content(self.store, missing[start : start + SIGN_BATCH]), keep)
-            self._write_bands(signatures)
-        return len(missing)
+            batch = missing[start : start + SIGN_BATCH]
+            self.bands.checkout_latest()
+            shared = shared or self.bands.version != written_at
+            if shared:
+                batch = sorted(set(batch) - self._banded(batch))
+            self._write_bands(self.sign(texts_by_content(self.store, batch), keep))
+            written_at, signed = self.bands.version, signed + len(batch)
+        return signed
+
+    def _banded(self, hashes: list[str]) -> set[str]:
+        found: set[str] = set()
+        for part in scan_in(self.bands, "content_hash", hashes, ["content_hash"], "band = 0"):
+            found.update(part.column("content_hash").to_pylist())
+        return found
 
     def _write_bands(self, signatures: dict[str, np.ndarray]) -> None:
-        """Band rows and the MinHash of each content, kept together: a banded text is never signed again."""
+        """Band rows, then the MinHash of each content (a banded text is never signed again)."""
         if not signatures:
             return
         contents = list(signatures)
         stacked = np.stack([signatures[c] for c in contents])
-        minhashes = pa.FixedSizeListArray.from_arrays(pa.array(stacked.reshape(-1), pa.uint32()), NUM_PERM)
-        upsert(
-            self.content_minhashes,
-            pa.table([pa.array(contents), minhashes], schema=CONTENT_MINHASHES_SCHEMA),
-            on="content_hash",
-        )
         keys = band_hashes(stacked)
         rows = {
             "id": [f"{c}:{band}" for c in contents for band in range(BANDS)],
@@ -138,7 +154,13 @@ class SignatureIndex:
             "band_hash": keys.reshape(-1).tolist(),
             "content_hash": [c for c in contents for _ in range(BANDS)],
         }
-        upsert(self.bands, pa.table(rows, schema=LSH_BANDS_SCHEMA), on="id")
+        self.bands.add(pa.table(rows, schema=LSH_BANDS_SCHEMA))
+        minhashes = pa.FixedSizeListArray.from_arrays(pa.array(stacked.reshape(-1), pa.uint32()), NUM_PERM)
+        upsert(
+            self.content_minhashes,
+            pa.table([pa.array(contents), minhashes], schema=CONTENT_MINHASHES_SCHEMA),
+            on="content_hash",
+        )
 
     def minhashes(self, hashes: set[str]) -> dict[str, np.ndarray]:
         found = {c: self._cache[c] for c in hashes if c in self._cache}
@@ -241,7 +263,8 @@ def dedup_shard(store: LanceStore, shard: str, hasher: MinHasher) -> DedupStats:
     previous = {row["doc_id"]: row for row in scan(index.signatures, in_shard, SIGNATURE_ROW_COLUMNS).to_pylist()}
     shard_hashes = set(documents.values())
     stats = DedupStats(documents=len(documents))
-    stats.contents_banded = index.complete_bands(keep=shard_hashes)
+    # Shards run at once start banding apart (complete_bands).
+    stats.contents_banded = index.complete_bands(keep=shard_hashes, start_at=shard_keys().index(shard) / SHARD_COUNT)
 
     representatives = choose_representatives(shard_hashes, index.neighbours)
     rows = decided_rows(documents, representatives, index.first_doc_ids(shard_hashes), previous)

@@ -182,3 +182,26 @@ def test_a_full_build_signs_each_text_once_whatever_the_shard_order(tmp_path, sa
     assert signed[0] == len(set(texts.column("content_hash").to_pylist())) and sum(signed[1:]) == 0
     kept = scan(store.table("content_minhashes"), None, ["content_hash"]).column("content_hash").to_pylist()
     assert sorted(kept) == sorted(set(texts.column("content_hash").to_pylist()))
+
+
+def test_runs_banding_at_once_share_the_work_and_write_each_text_once(tmp_path, sample_records, monkeypatch):
+    """A run that finds band rows another run committed since its own last write skips them: the two
+    sign disjoint batches, and every text ends with exactly one set of band rows."""
+    corpus_path = write_jsonl(tmp_path / "corpus.jsonl", sample_records)
+    store = _build(str(tmp_path / "lance"), corpus_path, [])
+    monkeypatch.setattr("embedding_assets.core.dedup.SIGN_BATCH", 16)
+    first, second = SignatureIndex(store, MinHasher()), SignatureIndex(store, MinHasher())
+    texts = len(first.text_hashes)
+    write = first._write_bands
+    done = {}
+
+    def write_then_let_the_other_run_band(signatures):
+        write(signatures)
+        if not done:
+            done["second"] = second.complete_bands(set(), start_at=0.5)
+
+    monkeypatch.setattr(first, "_write_bands", write_then_let_the_other_run_band)
+    assert first.complete_bands(set()) == 16
+    assert done["second"] == texts - 16
+    bands = scan(store.table("lsh_bands"), None, ["content_hash"]).column("content_hash").to_pylist()
+    assert len(bands) == BANDS * texts and set(bands) == first.text_hashes
