@@ -214,7 +214,7 @@ def test_an_empty_or_missing_folder_fails_the_read_before_any_write(tmp_path, st
     assert _live(store) == live_before
 
 
-READ_AS_NOBODY = """
+READ_AS_ANOTHER = """
 import json, sys
 from pathlib import Path
 from embedding_assets.core.sources import iter_source
@@ -223,9 +223,15 @@ print(json.dumps([[type(r).__name__, r.__dict__] for r in iter_source(sys.argv[1
 
 
 def test_an_unreadable_subfolder_or_file_is_reported_and_deletes_nothing(tmp_path, store):
-    """Root reads everything, so the source is read by `nobody`, as a pipeline user without the rights would."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to read the folder as an unprivileged user")
+    """The source is read, in a process of its own, by a user without the rights: `nobody` (through setpriv)
+    when the tests run as root, who reads everything; else the tests' own user, once the folder and the file
+    deny their owner too."""
+    as_root = os.geteuid() == 0
+    if as_root and not shutil.which("setpriv"):
+        pytest.skip("running as root, setpriv is needed to read the folder as an unprivileged user")
+    as_reader = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if as_root else []
+    # Modes that shut the reader out: group and others for nobody, the owner too for the tests' own user.
+    folder_mode, file_mode = (0o700, 0o600) if as_root else (0o000, 0o000)
     docs = Path(tempfile.mkdtemp(prefix="corpus-", dir="/tmp"))
     try:
         docs.chmod(0o755)
@@ -237,11 +243,11 @@ def test_an_unreadable_subfolder_or_file_is_reported_and_deletes_nothing(tmp_pat
         _sync_every_shard(store, str(docs), tmp_path, T1)
         live_before = _live(store)
         assert len(live_before) == len(DOCS)
-        (docs / "doc-0.txt").chmod(0o600)
+        (docs / "doc-0.txt").chmod(file_mode)
+        (docs / "private").chmod(folder_mode)
 
         read = subprocess.run(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", READ_AS_NOBODY]
-            + [str(docs), str(tmp_path)],
+            [*as_reader, sys.executable, "-c", READ_AS_ANOTHER, str(docs), str(tmp_path)],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
@@ -250,6 +256,7 @@ def test_an_unreadable_subfolder_or_file_is_reported_and_deletes_nothing(tmp_pat
         kinds = {"SourceDocument": SourceDocument, "SourceRejection": SourceRejection}
         records = [kinds[kind](**fields) for kind, fields in json.loads(read.stdout)]
     finally:
+        (docs / "private").chmod(0o700)
         shutil.rmtree(docs)
     rejections = [r for r in records if isinstance(r, SourceRejection)]
     assert [(r.doc_id, r.reason, r.whole_source) for r in rejections] == [
