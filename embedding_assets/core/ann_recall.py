@@ -1,8 +1,9 @@
 """The ann_recall check: what the ANN index loses against exact search, with readers' own settings.
 
 A build also calibrates those settings: when the index's recall on a sample falls short, readers of
-that table version probe more IVF partitions or widen the HNSW beam (calibrate_probes). The check then measures the recorded
-setting on a different sample, so the gate is never graded on the queries the calibration chose by.
+that table version probe more IVF partitions or widen the HNSW beam (calibrate_probes). The check then
+measures the recorded setting on a different sample, so the gate is never graded on the queries the
+calibration chose by.
 """
 
 import hashlib
