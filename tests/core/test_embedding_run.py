@@ -111,6 +111,40 @@ def test_a_run_that_dies_mid_shard_resumes_with_only_the_missing_work(
     assert stats.up_to_date > 0
 
 
+def test_a_first_build_appends_its_rows_and_a_rewritten_document_replaces_its_own(
+    prepared, minilm_spec, minilm_encoder, sample_records, tmp_path, monkeypatch
+):
+    """New documents' rows are appended (no merge on id joins the table); a document that had rows is
+    merged, so it keeps one row per id and none of its old content."""
+    import embedding_assets.core.embedding_run.run as run_module
+
+    store, texts = prepared
+    merged = []
+    real_upsert = run_module.upsert
+    monkeypatch.setattr(
+        run_module, "upsert", lambda table, rows, on: (merged.append(rows), real_upsert(table, rows, on))
+    )
+    embed_shard(store, minilm_spec, lambda: minilm_encoder, SHARD, lambda: NOW)
+    assert merged == []
+
+    edited = sorted(texts)[0]
+    records = [
+        {**r, "text": f"{r['text']} A sentence added by an edit."} if r["id"] == edited else r for r in sample_records
+    ]
+    sync_corpus_shard(store, iter_source(str(write_jsonl(tmp_path / "edited.jsonl", records)), tmp_path, SHARD),
+                      SHARD, NOW)  # fmt: skip
+    dedup_shard(store, SHARD, MinHasher())
+    stats = embed_shard(store, minilm_spec, lambda: minilm_encoder, SHARD, lambda: NOW)
+    assert stats.documents_written == 1
+    assert {doc for rows in merged for doc in rows.column("doc_id").to_pylist()} == {edited}
+    table = scan(store.open_embeddings_table(minilm_spec.key), None, ["id", "doc_id", "content_hash"])
+    assert table.num_rows == len(set(table.column("id").to_pylist()))
+    current = scan(store.table("documents"), f"doc_id = '{edited}'", ["content_hash"]).column("content_hash")[0]
+    assert {h for d, h in zip(*(table.column(c).to_pylist() for c in ("doc_id", "content_hash"))) if d == edited} == {
+        current.as_py()
+    }
+
+
 def test_a_version_whose_settings_changed_since_its_table_was_made_fails_before_any_model_call(
     prepared, minilm_spec, minilm_encoder
 ):

@@ -30,6 +30,19 @@ class EncodedGroup:
     sent: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
+class LazyEncoder:
+    """Loaded on first use: a shard with nothing new to embed never loads the model."""
+
+    def __init__(self, load: Callable):
+        self._load = load
+        self.loaded = None
+
+    def __call__(self):
+        if self.loaded is None:
+            self.loaded = self._load()
+        return self.loaded
+
+
 def encoding_order(
     store: LanceStore, todo: list[PlannedDocument]
 ) -> tuple[list[str], dict[str, list[PlannedDocument]]]:

@@ -21,7 +21,7 @@ from datetime import datetime
 
 import numpy as np
 
-from embedding_assets.core.embedding_run.encode import encode_group, encoding_order
+from embedding_assets.core.embedding_run.encode import LazyEncoder, encode_group, encoding_order
 from embedding_assets.core.embedding_run.plan import PlannedDocument, by_representative, plan_shard
 from embedding_assets.core.embedding_run.rows import arrow_rows, complete_vector_sets, document_rows, origin_of
 from embedding_assets.core.hosted_batches import ShardBatchLedger
@@ -73,19 +73,6 @@ class Progress:
     eta_seconds: float
 
 
-class _LazyEncoder:
-    """Loaded on first use: a shard with nothing new to embed never loads the model."""
-
-    def __init__(self, load: Callable):
-        self._load = load
-        self.loaded = None
-
-    def __call__(self):
-        if self.loaded is None:
-            self.loaded = self._load()
-        return self.loaded
-
-
 @dataclass
 class _ShardWriter:
     """Writes one shard's rows to the version's table and counts what it wrote, reused and deleted."""
@@ -121,7 +108,15 @@ class _ShardWriter:
             stale |= self.existing_ids.get(planned.doc_id, set()) - {row.id for row in new}
         if not rows:
             return
-        upsert(self.table, arrow_rows(rows, self.spec, self.shard), on="id")
+        # Rows of a document that had none when the run began are appended: merging them on `id` joins the
+        # version's table at every commit (benchmarks/, row 13), and a rerun after a kill plans what was
+        # committed as written. A document that had rows is merged, so its row ids stay unique.
+        fresh = [row for row in rows if row.doc_id not in self.existing_ids]
+        if fresh:
+            self.table.add(arrow_rows(fresh, self.spec, self.shard))
+        if len(fresh) < len(rows):
+            rewritten = [row for row in rows if row.doc_id in self.existing_ids]
+            upsert(self.table, arrow_rows(rewritten, self.spec, self.shard), on="id")
         # Rows a document no longer has (fewer windows than before): removed once its new rows are in.
         self.stats.rows_deleted += delete_in(self.table, "id", stale)
         self.stats.documents_written += len(documents)
@@ -175,7 +170,7 @@ def _reuse_stored(store: LanceStore, writer: _ShardWriter, todo: list[PlannedDoc
 def _encode_missing(
     store: LanceStore,
     writers: dict[str, _ShardWriter],
-    encoder: _LazyEncoder,
+    encoder: LazyEncoder,
     todo: list[PlannedDocument],
     now: Callable[[], datetime],
     progress: Callable[[Progress], None],
@@ -268,7 +263,7 @@ def embed_shards(
     table = _embeddings_table(store, spec)
     # A hosted version's Batch API jobs are kept with the shard (its batch ids outlive a killed run).
     ledger = ShardBatchLedger(store, spec.key, shards[0])
-    encoder = _LazyEncoder(lambda: _with_ledger(load_encoder(), ledger))
+    encoder = LazyEncoder(lambda: _with_ledger(load_encoder(), ledger))
     writers: dict[str, _ShardWriter] = {}
     held: dict[str, list[QuarantineEntry]] = {}
     remaining: list[PlannedDocument] = []
