@@ -112,10 +112,10 @@ class _ShardWriter:
         # version's table at every commit (benchmarks/, row 13), and a rerun after a kill plans what was
         # committed as written. A document that had rows is merged, so its row ids stay unique.
         fresh = [row for row in rows if row.doc_id not in self.existing_ids]
+        rewritten = [row for row in rows if row.doc_id in self.existing_ids]
         if fresh:
             self.table.add(arrow_rows(fresh, self.spec, self.shard))
-        if len(fresh) < len(rows):
-            rewritten = [row for row in rows if row.doc_id in self.existing_ids]
+        if rewritten:
             upsert(self.table, arrow_rows(rewritten, self.spec, self.shard), on="id")
         # Rows a document no longer has (fewer windows than before): removed once its new rows are in.
         self.stats.rows_deleted += delete_in(self.table, "id", stale)
